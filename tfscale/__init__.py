@@ -1,0 +1,21 @@
+"""tfscale: train Keras models at any scale, compress them, measure how loss scales.
+
+Importing this package selects Keras 2 (`tf_keras`), which tensorflow-model-optimization needs,
+before TensorFlow is imported anywhere.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from tfscale.config import ConfigError  # noqa: E402
+
+
+def train(config, workdir):
+    """Trains `config` into `workdir` and returns the summary; see `tfscale.run.train`."""
+    from tfscale import run  # pylint: disable=import-outside-toplevel
+
+    return run.train(config, workdir)
+
+
+__all__ = ["ConfigError", "train"]

@@ -1,0 +1,106 @@
+"""Keras callbacks of a run: metrics (JSON lines, TensorBoard, progress) and checkpoints.
+
+Both count optimizer updates (`optimizer.iterations`), not Keras batches, so they stay right
+when a run resumes and when `steps_per_execution` runs several updates per call.
+"""
+import os
+import time
+
+from absl import logging
+import tensorflow as tf
+import tf_keras as keras
+
+from tfscale import io
+from tfscale.precision import inner_optimizer
+
+
+def _crossed(previous, step, every):
+    return step // every > previous // every
+
+
+class MetricsLogger(keras.callbacks.Callback):
+    """Every `every_steps` updates: one line in metrics.jsonl, TensorBoard scalars, a progress log.
+
+    Metrics are reset after each log, so every logged value covers the updates since the last
+    one (Keras would otherwise report a running mean over the whole run). Throughput is timed
+    from the end of the first logged window, so start-up and tracing are not counted.
+    """
+
+    def __init__(self, workdir, every_steps, global_batch_size, num_steps, writer=None):
+        super().__init__()
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.every = every_steps
+        self.batch = global_batch_size
+        self.num_steps = num_steps
+        self.writer = writer
+        self.last_logs = {}
+        self.examples_per_sec = None
+
+    def on_train_begin(self, logs=None):
+        self.start_step = self.last_step = self._step()
+        self.t_last = self.t_start = time.perf_counter()
+        self.timed_from = None  # (step, time) at the end of the first window
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if not (_crossed(self.last_step, step, self.every) or step >= self.num_steps):
+            return
+        now = time.perf_counter()
+        window_rate = (step - self.last_step) * self.batch / max(now - self.t_last, 1e-9)
+        if self.timed_from is None:
+            self.timed_from = (step, now)
+        elif step > self.timed_from[0]:
+            self.examples_per_sec = (step - self.timed_from[0]) * self.batch / (now - self.timed_from[1])
+        record = {k: float(v) for k, v in (logs or {}).items()}
+        record.update(step=step, examples_per_sec=window_rate,
+                      learning_rate=float(inner_optimizer(self.model.optimizer).learning_rate),
+                      elapsed_seconds=now - self.t_start)
+        io.append_jsonl(self.path, record)
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for k, v in record.items():
+                    if k not in ("step", "elapsed_seconds"):
+                        tf.summary.scalar(f"train/{k}", v)
+            self.writer.flush()
+        eta = (self.num_steps - step) / max(step - self.start_step, 1) * (now - self.t_start)
+        shown = " ".join(f"{k} {record[k]:.4g}" for k in sorted(logs or {}))
+        logging.info("step %d/%d  %s  lr %.3g  %.0f ex/s  ETA %.0fs", step, self.num_steps, shown,
+                     record["learning_rate"], window_rate, eta)
+        self.last_logs = record
+        self.last_step, self.t_last = step, now
+        self.model.reset_metrics()
+
+    def on_train_end(self, logs=None):
+        if self.examples_per_sec is None and self.last_step > self.start_step:
+            # A run too short for two windows: fall back to the whole run, start-up included.
+            self.examples_per_sec = ((self.last_step - self.start_step) * self.batch
+                                     / max(self.t_last - self.t_start, 1e-9))
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves a `tf.train.CheckpointManager` checkpoint every `every_steps` updates and at the end."""
+
+    def __init__(self, manager, every_steps):
+        super().__init__()
+        self.manager = manager
+        self.every = every_steps
+
+    def on_train_begin(self, logs=None):
+        self.last_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if _crossed(self.last_step, step, self.every):
+            self._save(step)
+
+    def on_train_end(self, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step != self.last_step:
+            self._save(step)
+
+    def _save(self, step):
+        self.manager.save(checkpoint_number=step)
+        self.last_step = step

@@ -1,0 +1,36 @@
+"""Checkpoints that resume exactly: network, optimizer (slots, step, loss scale) and RNG state.
+
+The data position needs no state of its own: the input order is a function of (seed, step) and
+the step is the optimizer's. An unreadable newest checkpoint falls back to the one before.
+"""
+import os
+
+from absl import logging
+import tensorflow as tf
+
+
+def manager_for(workdir, network, optimizer, keep):
+    checkpoint = tf.train.Checkpoint(network=network, optimizer=optimizer)
+    directory = os.path.join(workdir, "checkpoints")
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
+
+
+def restore_latest(manager):
+    """Restores the newest readable checkpoint; returns its path, or None for a fresh start.
+
+    Build the optimizer first, so every variable exists and restoring is immediate (a failed
+    restore must not leave deferred values behind for a later one to mix with).
+    """
+    for path in reversed(manager.checkpoints):
+        try:
+            reader = tf.train.load_checkpoint(path)
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)  # checksums are verified on read
+            manager.checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            logging.warning("checkpoint %s cannot be read (%s); falling back to the one before",
+                            path, str(e).splitlines()[0][:200])
+            continue
+        logging.info("resumed from %s", path)
+        return path
+    return None

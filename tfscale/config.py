@@ -1,0 +1,138 @@
+"""Config defaults and validation: the one place where user mistakes become one-line errors.
+
+Every experiment config starts from `defaults()` and sets what it needs; `validate()` checks a
+config before anything is written, so a bad run never touches a workdir. Errors are raised as
+`ConfigError`, which the scripts print as one line and exit 2 (no traceback).
+"""
+import ml_collections
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config, a flag or a workdir; the message is one line for the user."""
+
+
+def defaults():
+    """The keys every training config has, with their defaults (not locked: callers lock)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.deterministic = False  # tf.config.experimental.enable_op_determinism()
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # digits | synthetic | any tfds name
+    c.data.data_dir = ""  # tfds data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    # `synthetic` only: a learnable classification task from a random linear teacher.
+    c.data.num_examples = 2048
+    c.data.num_features = 32
+    c.data.num_classes = 10
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "mlp"
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 128  # global batch of one optimizer update
+    c.train.accum_steps = 1  # micro-batches per update
+    c.train.num_steps = 500  # optimizer updates
+    c.train.steps_per_execution = 1
+    c.train.jit_compile = "auto"  # auto | true | false
+    c.train.log_every_steps = 50
+    c.train.loss = "sparse_categorical_crossentropy"
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.weight_decay = 0.0  # decoupled; never applied to biases and norms
+    c.optimizer.global_clipnorm = 0.0  # 0 = no clipping
+    c.optimizer.momentum = 0.9  # sgd, muon
+    c.optimizer.nesterov = False  # sgd
+    # None = the optimizer's own default (e.g. Adam's beta_2 0.999, Lion's 0.99).
+    c.optimizer.beta_1 = ml_collections.config_dict.placeholder(float)
+    c.optimizer.beta_2 = ml_collections.config_dict.placeholder(float)
+    c.optimizer.epsilon = ml_collections.config_dict.placeholder(float)
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "warmup_cosine"  # constant | warmup_cosine | warmup_linear | inverse_sqrt
+    c.schedule.warmup_steps = 0  # in optimizer updates
+    c.schedule.end_factor = 0.0  # final learning rate / peak (cosine, linear)
+
+    c.precision = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
+
+    c.distribute = ml_collections.ConfigDict()
+    c.distribute.strategy = "auto"
+    c.distribute.cpu_devices = 0  # >0: split the CPU into this many logical devices
+    c.distribute.tpu = ""  # TPU name or address; "" = the local TPU VM
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 100
+    c.checkpoint.keep = 3
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 512
+
+    c.export = ml_collections.ConfigDict()
+    c.export.saved_model = True
+    return c
+
+
+def _check(ok, message):
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(value, choices, what):
+    _check(value in choices, f"unknown {what} {value!r}; choose one of {', '.join(sorted(choices))}")
+
+
+def validate(config):
+    """Checks everything that can be checked without devices or data; raises ConfigError."""
+    # Imported here: the registries import TensorFlow, this module must stay light.
+    from tfscale import data, models, optim  # pylint: disable=import-outside-toplevel
+    from tfscale import distribute  # pylint: disable=import-outside-toplevel
+
+    _choice(config.model.name, models.MODELS, "model")
+    _choice(config.optimizer.name, optim.OPTIMIZERS, "optimizer")
+    _choice(config.schedule.name, optim.SCHEDULES, "schedule")
+    _choice(config.precision, PRECISIONS, "precision")
+    _choice(config.distribute.strategy, distribute.STRATEGIES, "distribute.strategy")
+    data.check_name(config.data)
+    models.check_knobs(config.model)
+
+    t = config.train
+    _check(t.accum_steps >= 1, f"train.accum_steps must be >= 1, got {t.accum_steps}")
+    _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _check(t.batch_size % t.accum_steps == 0,
+           f"train.batch_size {t.batch_size} is not divisible by train.accum_steps {t.accum_steps}")
+    _check(t.num_steps >= 1, f"train.num_steps must be >= 1, got {t.num_steps}")
+    _check(t.steps_per_execution >= 1,
+           f"train.steps_per_execution must be >= 1, got {t.steps_per_execution}")
+    _check(t.log_every_steps >= 1, f"train.log_every_steps must be >= 1, got {t.log_every_steps}")
+    _check(str(t.jit_compile).lower() in ("auto", "true", "false"),
+           f"train.jit_compile must be auto, true or false, got {t.jit_compile!r}")
+    o = config.optimizer
+    _check(o.learning_rate >= 0, f"optimizer.learning_rate must be >= 0, got {o.learning_rate}")
+    _check(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    _check(not (o.name == "adam" and o.weight_decay),
+           "optimizer adam has no weight decay; use optimizer.name=adamw")
+    _check(o.global_clipnorm >= 0, f"optimizer.global_clipnorm must be >= 0, got {o.global_clipnorm}")
+    s = config.schedule
+    _check(0 <= s.warmup_steps <= t.num_steps,
+           f"schedule.warmup_steps {s.warmup_steps} must be between 0 and train.num_steps {t.num_steps}")
+    _check(0 <= s.end_factor <= 1, f"schedule.end_factor must be in [0, 1], got {s.end_factor}")
+    _check(config.distribute.cpu_devices >= 0,
+           f"distribute.cpu_devices must be >= 0, got {config.distribute.cpu_devices}")
+    _check(config.checkpoint.every_steps >= 1,
+           f"checkpoint.every_steps must be >= 1, got {config.checkpoint.every_steps}")
+    _check(config.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {config.checkpoint.keep}")
+    _check(config.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
+
+
+def check_replicas(config, num_replicas):
+    """The global batch must split into accum_steps micro-batches on every replica."""
+    t = config.train
+    parts = t.accum_steps * num_replicas
+    _check(t.batch_size % parts == 0,
+           f"train.batch_size {t.batch_size} is not divisible by train.accum_steps {t.accum_steps} "
+           f"x replicas {num_replicas} = {parts}")

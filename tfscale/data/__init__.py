@@ -1,0 +1,30 @@
+"""Data sets by name: embedded ones (no download), `synthetic`, and any prepared tfds data set."""
+from tfscale.config import ConfigError
+from tfscale.data import digits, synthetic, tfds_source
+from tfscale.data.info import Data, DataInfo, tfds_data_dir
+from tfscale.data.pipeline import eval_dataset, train_dataset_fn
+
+# name -> load(data_config) -> Data. Names not listed here are looked up in tfds.
+DATASETS = {
+    "digits": lambda c: tfds_source.load(c, builder_cls=digits.Digits, input_scale=1.0 / 16),
+    "synthetic": synthetic.load,
+}
+
+
+def check_name(data_config):
+    """Fails early (before a workdir is touched) on an unknown or unprepared data set."""
+    if not data_config.name:
+        raise ConfigError("data.name is empty")
+    if data_config.name not in DATASETS:
+        tfds_source.builder_for(data_config)
+
+
+def load(data_config):
+    """Loads the config's data set into memory."""
+    if data_config.name in DATASETS:
+        return DATASETS[data_config.name](data_config)
+    return tfds_source.load(data_config)
+
+
+__all__ = ["DATASETS", "Data", "DataInfo", "check_name", "eval_dataset", "load",
+           "tfds_data_dir", "train_dataset_fn"]

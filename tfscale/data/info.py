@@ -1,0 +1,34 @@
+"""What a model and a pipeline need to know about a data set."""
+import dataclasses
+import os
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    name: str
+    input_shape: tuple  # one example, without the batch dimension
+    num_classes: int
+    input_scale: float  # raw inputs x input_scale = model inputs (inside the model)
+    num_train: int
+    num_eval: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """A data set held in memory: (inputs, labels) numpy arrays per split."""
+    info: DataInfo
+    train: tuple
+    eval: tuple
+
+
+def tfds_data_dir(data_config):
+    """The tfds data dir of a config: data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    return os.path.expanduser(
+        data_config.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+def input_scale_for(dtype):
+    """Raw uint8 pixels are scaled to [0, 1]; other inputs are taken as they are."""
+    return 1.0 / 255.0 if np.dtype(dtype) == np.uint8 else 1.0

@@ -1,0 +1,66 @@
+"""Input pipelines: one global batch per optimizer update, split across replicas.
+
+The training order is a pure function of (seed, step): epoch e visits the examples in a
+permutation drawn from the stateless seed (seed, e), and update s takes positions
+[s*B, (s+1)*B) of that endless stream. So the order never depends on how often the data set
+was iterated, and a resumed run starts exactly where the interrupted one stopped.
+
+Each input pipeline (one per worker) gathers only its contiguous slice of the global batch and
+hands consecutive per-replica slices to its replicas, so replica r always sees rows
+[r*b, (r+1)*b) of the same global batch, whatever the number of replicas or workers.
+"""
+import tensorflow as tf
+
+
+def epoch_order(num_examples, seed, epoch):
+    """The permutation of example indices for one epoch (stateless: same inputs, same order)."""
+    keys = tf.random.stateless_uniform([num_examples], seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+    return tf.argsort(keys, stable=True)
+
+
+def _as_model_input(x):
+    return tf.cast(x, tf.float32) if x.dtype.is_integer else x
+
+
+def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
+    """A `dataset_fn(input_context)` for `strategy.distribute_datasets_from_function`.
+
+    `arrays` is an (inputs, labels) pair of numpy arrays; the data set yields per-replica
+    batches for updates start_step .. num_steps-1.
+    """
+    num_examples = len(arrays[1])
+    if global_batch_size > num_examples:
+        from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
+        raise ConfigError(f"train.batch_size {global_batch_size} exceeds the {num_examples} "
+                          "training examples of the data set")
+    first_epoch, offset = divmod(start_step * global_batch_size, num_examples)
+
+    def dataset_fn(ctx=None):
+        ctx = ctx or tf.distribute.InputContext()
+        rows = global_batch_size // ctx.num_input_pipelines
+        per_replica = ctx.get_per_replica_batch_size(global_batch_size)
+        local_replicas = rows // per_replica
+        begin = ctx.input_pipeline_id * rows
+        tensors = tf.nest.map_structure(tf.constant, arrays)
+
+        def gather(indices):
+            indices = indices[begin:begin + rows]
+            inputs, labels = (
+                tf.reshape(tf.gather(t, indices), [local_replicas, per_replica, *t.shape[1:]])
+                for t in tensors)
+            return _as_model_input(inputs), labels
+
+        order = tf.data.Dataset.range(first_epoch, 2**62).flat_map(
+            lambda e: tf.data.Dataset.from_tensor_slices(epoch_order(num_examples, seed, e)))
+        ds = order.skip(offset).batch(global_batch_size, drop_remainder=True)
+        ds = ds.take(num_steps - start_step)
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.unbatch().prefetch(tf.data.AUTOTUNE)
+
+    return dataset_fn
+
+
+def eval_dataset(arrays, batch_size):
+    """The held-out split in order, batched (Keras distributes it under a strategy)."""
+    ds = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
+    return ds.map(lambda x, y: (_as_model_input(x), y)).prefetch(tf.data.AUTOTUNE)

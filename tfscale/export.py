@@ -1,0 +1,52 @@
+"""Export of a trained network, verified against Keras and written atomically.
+
+The SavedModel takes raw inputs (preprocessing is inside the network) and has a
+`serving_default` signature returning `logits` (and `probabilities` for classifiers).
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfscale import io
+
+
+def serving_function(network, classifier=True):
+    spec = tf.TensorSpec([None, *network.input_shape[1:]], tf.float32, name="inputs")
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs):
+        logits = tf.cast(network(inputs, training=False), tf.float32)
+        outputs = {"logits": logits}
+        if classifier:
+            outputs["probabilities"] = tf.nn.softmax(logits)
+        return outputs
+
+    return serve
+
+
+def compare(reference, candidate):
+    """Max abs difference and argmax agreement between two arrays of logits."""
+    reference, candidate = np.asarray(reference, np.float32), np.asarray(candidate, np.float32)
+    return {
+        "max_abs_diff": float(np.max(np.abs(reference - candidate))),
+        "argmax_agreement": float(np.mean(reference.argmax(-1) == candidate.argmax(-1))),
+    }
+
+
+def save_saved_model(network, path, sample_inputs, classifier=True):
+    """Writes `network` as a SavedModel at `path` and checks it against Keras on `sample_inputs`.
+
+    The model is written to a temporary folder next to `path`, loaded back with
+    `tf.saved_model.load` and compared there; only then is it renamed into place.
+    Returns the comparison (`max_abs_diff`, `argmax_agreement`).
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    network.save(tmp, save_format="tf", include_optimizer=False,
+                 signatures={"serving_default": serving_function(network, classifier)})
+    loaded = tf.saved_model.load(tmp).signatures["serving_default"]
+    exported = loaded(inputs=tf.constant(sample_inputs, tf.float32))["logits"].numpy()
+    check = compare(network.predict(sample_inputs, verbose=0), exported)
+    io.replace_dir(tmp, path)
+    return check

@@ -1,0 +1,62 @@
+"""Optimizers and learning-rate schedules from a config.
+
+sgd, adam, adamw, adafactor and lion are tf_keras's own; lamb and muon are small tf_keras
+optimizers of ours (tf_keras 2.21 has neither). For every optimizer, weight decay is decoupled
+and skips biases and norm parameters (all variables of rank <= 1), and `global_clipnorm` clips
+the aggregated gradient of one whole update.
+"""
+import tf_keras as keras
+
+from tfscale.optim.lamb import LAMB
+from tfscale.optim.muon import Muon
+from tfscale.optim.schedules import SCHEDULES, WarmupSchedule, build_schedule
+
+
+def _betas(o, names=("beta_1", "beta_2", "epsilon")):
+    """The optional config hyper-parameters that are set, as keyword arguments."""
+    return {k: getattr(o, k) for k in names if getattr(o, k) is not None}
+
+
+# config `optimizer.name` -> f(optimizer_config, learning_rate, **common) -> optimizer.
+OPTIMIZERS = {
+    "sgd": lambda o, lr, **kw: keras.optimizers.SGD(lr, momentum=o.momentum, nesterov=o.nesterov, **kw),
+    "adam": lambda o, lr, **kw: keras.optimizers.Adam(lr, **_betas(o), **kw),
+    "adamw": lambda o, lr, **kw: keras.optimizers.AdamW(lr, **_betas(o), **kw),
+    "adafactor": lambda o, lr, **kw: keras.optimizers.Adafactor(lr, **kw),
+    "lion": lambda o, lr, **kw: keras.optimizers.Lion(lr, **_betas(o, ("beta_1", "beta_2")), **kw),
+    "lamb": lambda o, lr, **kw: LAMB(lr, **_betas(o), **kw),
+    "muon": lambda o, lr, **kw: Muon(lr, momentum=o.momentum, **_betas(o), **kw),
+}
+
+
+def _output_and_embedding_variables(model):
+    """Muon orthogonalises hidden matrices only: embeddings and the output layer use AdamW."""
+    layers = [l for l in model._flatten_layers(include_self=False)]  # pylint: disable=protected-access
+    embeddings = [v for l in layers if isinstance(l, keras.layers.Embedding) for v in l.weights]
+    with_kernel = [l for l in layers if getattr(l, "kernel", None) is not None]
+    output = [with_kernel[-1].kernel] if with_kernel else []
+    return embeddings + output
+
+
+def build_optimizer(config, model, jit_compile=False):
+    """The config's optimizer for `model` (call inside the strategy scope, after the model is built)."""
+    o = config.optimizer
+    lr = build_schedule(o, config.schedule, config.train.num_steps)
+    kw = {
+        "weight_decay": o.weight_decay or None,
+        "global_clipnorm": o.global_clipnorm or None,
+        "jit_compile": jit_compile,
+    }
+    if o.name == "adam":
+        kw.pop("weight_decay")  # plain Adam (config.validate refuses a decay); adamw decouples it
+    optimizer = OPTIMIZERS[o.name](o, lr, **kw)
+    if o.weight_decay:
+        optimizer.exclude_from_weight_decay(
+            var_list=[v for v in model.trainable_variables if v.shape.rank <= 1])
+    if isinstance(optimizer, Muon):
+        optimizer.exclude_from_muon(var_list=_output_and_embedding_variables(model))
+    return optimizer
+
+
+__all__ = ["LAMB", "Muon", "OPTIMIZERS", "SCHEDULES", "WarmupSchedule", "build_optimizer",
+           "build_schedule"]

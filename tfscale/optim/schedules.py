@@ -1,0 +1,63 @@
+"""Learning-rate schedules, all counted in optimizer updates (never in micro-batches).
+
+The optimizer calls its schedule with `optimizer.iterations`, which advances once per applied
+(or skipped) update, so accumulation over k micro-batches leaves every schedule unchanged.
+"""
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+# tf_keras's CosineDecay has a warmup, but its linear and inverse-square-root decays do not;
+# one class gives all four the same warmup and the same meaning of `end_factor`.
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then `decay` (constant, cosine,
+    linear or inverse square root) over the remaining updates down to `end_factor * peak`."""
+
+    def __init__(self, peak, total_steps, warmup_steps=0, decay="cosine", end_factor=0.0):
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.decay = decay
+        self.end_factor = float(end_factor)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = float(max(self.warmup_steps, 1))
+        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
+        progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        end = self.end_factor
+        if self.decay == "constant":
+            factor = tf.ones_like(progress)
+        elif self.decay == "cosine":
+            factor = end + (1.0 - end) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        elif self.decay == "linear":
+            factor = 1.0 - (1.0 - end) * progress
+        elif self.decay == "inverse_sqrt":  # 1 at the end of warmup, then sqrt(warmup / step)
+            factor = tf.math.rsqrt(tf.maximum(step, warmup) / warmup)
+        else:
+            raise ValueError(f"unknown decay {self.decay!r}")
+        if self.warmup_steps > 0:
+            factor = factor * tf.minimum(1.0, (step + 1.0) / warmup)
+        return self.peak * factor
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "decay": self.decay,
+                "end_factor": self.end_factor}
+
+
+# config `schedule.name` -> decay after warmup.
+SCHEDULES = {
+    "constant": "constant",
+    "warmup_cosine": "cosine",
+    "warmup_linear": "linear",
+    "inverse_sqrt": "inverse_sqrt",
+}
+
+
+def build_schedule(optimizer_config, schedule_config, total_steps):
+    return WarmupSchedule(
+        optimizer_config.learning_rate, total_steps, schedule_config.warmup_steps,
+        SCHEDULES[schedule_config.name], schedule_config.end_factor)

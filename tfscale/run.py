@@ -1,0 +1,160 @@
+"""One training run, from config to summary.json.
+
+flags + config -> validate -> strategy -> precision -> data -> model (in strategy scope) ->
+optimizer + schedule -> accumulating wrapper -> fit with callbacks -> evaluation -> export ->
+summary.json. Everything that can be wrong with the config, the devices, the data or the workdir
+is checked before the workdir is touched.
+"""
+import os
+import sys
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfscale import (callbacks, checkpoint, config as config_lib, data, distribute, export,
+                     io, models, optim, precision, trainer, workdir as workdir_lib)
+
+
+def _jit_compile(setting, device_kind, num_replicas):
+    """`auto` = XLA on GPU and TPU; never across logical CPU devices, where XLA fails."""
+    setting = str(setting).lower()
+    on = device_kind != "CPU" if setting == "auto" else setting == "true"
+    if on and device_kind == "CPU" and num_replicas > 1:
+        logging.warning("train.jit_compile is off: XLA does not run across logical CPU devices")
+        on = False
+    return on
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+class Run:
+    """Everything a run is made of, set up and checked; `train()` is the usual entry point."""
+
+    def __init__(self, config, workdir):
+        self.config, self.workdir = config, workdir
+        config_lib.validate(config)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        self.strategy = distribute.build_strategy(config.distribute)
+        self.num_replicas = self.strategy.num_replicas_in_sync
+        config_lib.check_replicas(config, self.num_replicas)
+        kind = distribute.device_kind(self.strategy)
+        self.policy = precision.resolve(config.precision, kind)
+        self.jit_compile = _jit_compile(config.train.jit_compile, kind, self.num_replicas)
+        self.data = data.load(config.data)
+        self.train_fn = data.train_dataset_fn(  # checks the batch against the data set size
+            self.data.train, config.train.batch_size, config.seed, 0, config.train.num_steps)
+        workdir_lib.check(workdir, config)
+        # Nothing above writes to the workdir; from here on the run owns it.
+        self.chief = _is_chief(self.strategy)
+        self.own_dir = workdir if self.chief else os.path.join(
+            workdir, f".worker-{self.strategy.cluster_resolver.task_id}")
+        workdir_lib.prepare(self.own_dir, config)
+        self.classifier = config.train.loss == "sparse_categorical_crossentropy"
+        self._build()
+
+    def _build(self):
+        c = self.config
+        keras.utils.set_random_seed(c.seed)
+        keras.backend.experimental.enable_tf_random_generator()  # dropout RNG is checkpointed
+        precision.set_policy(self.policy)
+        with self.strategy.scope():
+            self.network = models.build(c.model, self.data.info)
+            self.optimizer = precision.wrap_optimizer(
+                optim.build_optimizer(c, self.network, self.jit_compile), self.policy)
+            self.optimizer.build(self.network.trainable_variables)
+            self.model = trainer.AccumulatingModel(self.network, c.train.accum_steps)
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if self.classifier else []
+            self.model.compile(self.optimizer, loss=c.train.loss, metrics=metrics,
+                               steps_per_execution=c.train.steps_per_execution,
+                               jit_compile=self.jit_compile)
+        self.manager = checkpoint.manager_for(self.own_dir, self.network, self.optimizer,
+                                              c.checkpoint.keep)
+
+    @property
+    def step(self):
+        return int(self.optimizer.iterations.numpy())
+
+    def fit(self):
+        """Trains from the newest checkpoint to `train.num_steps`; returns the metrics logger."""
+        c = self.config
+        checkpoint.restore_latest(self.manager)
+        start = self.step
+        writer = tf.summary.create_file_writer(os.path.join(self.workdir, "tensorboard")) if self.chief else None
+        logger = callbacks.MetricsLogger(self.own_dir, c.train.log_every_steps, c.train.batch_size,
+                                         c.train.num_steps, writer)
+        if start >= c.train.num_steps:
+            logging.info("already trained: step %d of %d", start, c.train.num_steps)
+            return logger
+        train_fn = data.train_dataset_fn(self.data.train, c.train.batch_size, c.seed, start,
+                                         c.train.num_steps)
+        dataset = self.strategy.distribute_datasets_from_function(train_fn)
+        logging.info("training %s (%d params) on %s: steps %d..%d, batch %d = %d replicas x %d "
+                     "micro-batches x %d, %s", c.model.name, models.num_params(self.network),
+                     c.data.name, start, c.train.num_steps, c.train.batch_size, self.num_replicas,
+                     c.train.accum_steps, c.train.batch_size // (self.num_replicas * c.train.accum_steps),
+                     self.policy)
+        self.model.fit(dataset, epochs=1, steps_per_epoch=c.train.num_steps - start,
+                       verbose=1 if sys.stdout.isatty() else 0,
+                       callbacks=[logger, callbacks.CheckpointSaver(self.manager, c.checkpoint.every_steps)])
+        return logger
+
+    def evaluate(self):
+        ds = data.eval_dataset(self.data.eval, self.config.eval.batch_size)
+        return self.model.evaluate(ds, verbose=0, return_dict=True)
+
+    def export(self):
+        """SavedModel under export/saved_model, verified against Keras on held-out inputs."""
+        path = os.path.join(self.workdir, "export", "saved_model")
+        sample = self.data.eval[0][: self.config.eval.batch_size].astype(np.float32)
+        check = export.save_saved_model(self.network, path, sample, self.classifier)
+        logging.info("exported %s (max abs diff vs Keras %.2g)", path, check["max_abs_diff"])
+        return check
+
+
+def train(config, workdir):
+    """Trains `config` into `workdir` (resuming what is there) and returns the summary dict."""
+    t0 = time.time()
+    run = Run(config, workdir)
+    logger = run.fit()
+    results = run.evaluate()
+    c = config
+    summary_path = os.path.join(workdir, "summary.json")
+    previous = io.read_json(summary_path) if os.path.exists(summary_path) else {}
+    summary = {
+        "model": c.model.name,
+        "data": c.data.name,
+        "num_params": models.num_params(run.network),
+        "flops_per_example": models.training_flops_per_example(run.network),
+        "steps": run.step,
+        "examples_seen": run.step * c.train.batch_size,
+        "train_loss": logger.last_logs.get("loss", previous.get("train_loss")),
+        "eval_loss": float(results["loss"]),
+        "examples_per_sec": logger.examples_per_sec or previous.get("examples_per_sec"),
+        "strategy": distribute.strategy_name(run.strategy),
+        "num_replicas": run.num_replicas,
+        "precision": run.policy,
+        "batch_size": c.train.batch_size,
+        "accum_steps": c.train.accum_steps,
+        "jit_compile": run.jit_compile,
+    }
+    if "accuracy" in results:
+        summary["eval_accuracy"] = float(results["accuracy"])
+        summary["train_accuracy"] = logger.last_logs.get("accuracy", previous.get("train_accuracy"))
+    if run.chief:
+        if c.export.saved_model:
+            summary["export"] = run.export()
+        summary["wall_seconds"] = time.time() - t0
+        io.write_json(summary_path, summary)
+    logging.info("done: %s", {k: summary[k] for k in ("steps", "eval_loss", "eval_accuracy") if k in summary})
+    return summary

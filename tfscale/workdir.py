@@ -1,0 +1,73 @@
+"""The workdir of a run: checked before anything is written, never damaged by a failed run.
+
+A workdir holds one run. Re-running the same command resumes it; a config that differs in
+something that changes the result is refused rather than mixed into the old run. Keys that
+change speed or memory but not the math (devices, accumulation, logging) may differ.
+"""
+import json
+import os
+
+from tfscale import io
+from tfscale.config import ConfigError
+
+CONFIG_FILE = "config.json"
+# Sections/keys that may change between an interrupted run and its resumption.
+RESUMABLE = ("distribute.", "checkpoint.", "eval.", "export.", "train.accum_steps",
+             "train.steps_per_execution", "train.jit_compile", "train.log_every_steps")
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_dict(config):
+    """The config as plain JSON data."""
+    return json.loads(config.to_json())
+
+
+def check(workdir, config):
+    """Raises ConfigError if `workdir` cannot hold this run; writes nothing."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"workdir {workdir} exists and is not a folder")
+    parent = workdir
+    while not os.path.exists(parent):
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not writable)")
+    saved_path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(saved_path):
+        saved, new = _flat(io.read_json(saved_path)), _flat(config_dict(config))
+        differ = sorted(k for k in set(saved) | set(new)
+                        if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE))
+        if differ:
+            shown = ", ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in differ[:3])
+            more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+            raise ConfigError(f"workdir {workdir} holds a run with a different config ({shown}{more}); "
+                              "use a new workdir")
+
+
+def prepare(workdir, config):
+    """Creates the workdir and records the config (first run only)."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        io.write_json(path, config_dict(config))
+
+
+def load_config(workdir):
+    """The config a workdir was trained with, as a locked ConfigDict."""
+    import ml_collections  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ConfigError(f"{workdir} is not a tfscale run: no {CONFIG_FILE}")
+    from tfscale.config import defaults  # pylint: disable=import-outside-toplevel
+    config = defaults()
+    config.update(ml_collections.ConfigDict(io.read_json(path)))
+    return config
