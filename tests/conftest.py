@@ -9,3 +9,25 @@ from tfscale import distribute  # noqa: E402
 
 NUM_TEST_DEVICES = 4
 distribute.split_cpu(NUM_TEST_DEVICES)
+
+import pytest  # noqa: E402
+
+from experiments.configs import digits_mlp  # noqa: E402
+
+
+def tiny_config(**overrides):
+    """The tiny digits MLP config with `section.key=value` overrides (dotted names as kwargs
+    use `__` for the dot: train__accum_steps=4)."""
+    config = digits_mlp.get_config("tiny")
+    for key, value in overrides.items():
+        node = config
+        *path, leaf = key.split("__")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture
+def make_config():
+    return tiny_config

@@ -56,7 +56,7 @@ class MetricsLogger(keras.callbacks.Callback):
             self.examples_per_sec = (step - self.timed_from[0]) * self.batch / (now - self.timed_from[1])
         record = {k: float(v) for k, v in (logs or {}).items()}
         record.update(step=step, examples_per_sec=window_rate,
-                      learning_rate=float(inner_optimizer(self.model.optimizer).learning_rate),
+                      learning_rate=float(tf.convert_to_tensor(inner_optimizer(self.model.optimizer).learning_rate)),
                       elapsed_seconds=now - self.t_start)
         io.append_jsonl(self.path, record)
         if self.writer is not None:

@@ -24,6 +24,8 @@ def defaults():
     c.data.data_dir = ""  # tfds data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.data.train_split = "train"
     c.data.eval_split = "test"
+    c.data.input_key = ""  # tfds feature names; "" = the data set's supervised keys
+    c.data.label_key = ""
     # `synthetic` only: a learnable classification task from a random linear teacher.
     c.data.num_examples = 2048
     c.data.num_features = 32

@@ -226,10 +226,6 @@ def write_tensorboard(report, logdir, step, class_names=None):
 
     Scalars: `eval/accuracy`, `eval/macro_f1`, `eval/roc_auc_ovr` (skipped when undefined) and
     `eval/log_loss`; image: `eval/confusion_matrix`. Class names default to the report's.
-
-    Summaries go through `tf.summary.write` in the exact format `tf.summary.scalar` and
-    `tf.summary.image` produce, because those two need the `tensorboard` package installed and
-    TensorFlow no longer brings it along; TensorBoard reads the result the same.
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel  (slow; only when used)
 
@@ -244,39 +240,51 @@ def write_tensorboard(report, logdir, step, class_names=None):
     image = confusion_matrix_image(report["confusion_matrix"], class_names)
     writer = tf.summary.create_file_writer(str(logdir))
     try:
-        with writer.as_default():
+        with writer.as_default(step=step):
             for tag, value in scalars.items():
                 if value is not None:
-                    _write_scalar(tf, tag, value, step)
-            _write_image(tf, "eval/confusion_matrix", image, step)
+                    tf.summary.scalar(tag, value)
+            tf.summary.image("eval/confusion_matrix", image[None])
         writer.flush()
     finally:
         writer.close()
 
 
-def _summary_metadata(plugin_name, data_class):
-    """TensorBoard's metadata for a plugin's summary (version-0 plugin data is empty)."""
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+def predict_saved_model(path, inputs, batch_size=512):
+    """Class probabilities from an exported SavedModel's serving signature (the deployed model)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin_name),
-        data_class=data_class,
-    )
-
-
-def _write_scalar(tf, tag, value, step):
-    """What `tf.summary.scalar` writes: a float32 scalar under the `scalars` plugin."""
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
-
-    metadata = _summary_metadata("scalars", summary_pb2.DATA_CLASS_SCALAR)
-    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=metadata)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    return np.concatenate([
+        serve(inputs=tf.constant(inputs[i:i + batch_size], tf.float32))["probabilities"].numpy()
+        for i in range(0, len(inputs), batch_size)])
 
 
-def _write_image(tf, tag, image, step):
-    """What `tf.summary.image` writes for one image: [width, height, png] under `images`."""
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+def evaluate_workdir(workdir, data=None):
+    """Evaluates a finished run's exported model on its held-out split.
 
-    metadata = _summary_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
-    height, width = image.shape[:2]
-    tensor = tf.stack([str(width), str(height), tf.image.encode_png(image)])
-    tf.summary.write(tag, tensor, step=step, metadata=metadata)
+    Writes `eval.json` (the report, plus the step), `confusion_matrix.png` and TensorBoard
+    summaries into `workdir`, and returns the report. `data` may be passed to avoid reloading.
+    """
+    import os  # pylint: disable=import-outside-toplevel
+
+    from tfscale import data as data_lib, io, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+    from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
+
+    config = workdir_lib.load_config(workdir)
+    model_path = os.path.join(workdir, "export", "saved_model")
+    if not os.path.isdir(model_path):
+        raise ConfigError(f"{workdir} has no exported model at {model_path}; train it with "
+                          "export.saved_model=True")
+    data = data or data_lib.load(config.data)
+    inputs, labels = data.eval
+    report = classification_report(labels, predict_saved_model(model_path, inputs, config.eval.batch_size))
+    summary_path = os.path.join(workdir, "summary.json")
+    step = io.read_json(summary_path)["steps"] if os.path.exists(summary_path) else 0
+    report["step"] = step
+    report["model_path"] = model_path
+    io.write_json(os.path.join(workdir, "eval.json"), report)
+    plot_confusion_matrix(report["confusion_matrix"], os.path.join(workdir, "confusion_matrix.png"),
+                          title=f"{config.data.name}: accuracy {report['accuracy']:.4f}")
+    write_tensorboard(report, os.path.join(workdir, "tensorboard"), step)
+    return report

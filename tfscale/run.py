@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfscale import (callbacks, checkpoint, config as config_lib, data, distribute, export,
-                     io, models, optim, precision, trainer, workdir as workdir_lib)
+from tfscale import (callbacks, checkpoint, config as config_lib, data, distribute, evaluation,
+                     export, io, models, optim, precision, trainer, workdir as workdir_lib)
 
 
 def _jit_compile(setting, device_kind, num_replicas):
@@ -156,5 +156,8 @@ def train(config, workdir):
             summary["export"] = run.export()
         summary["wall_seconds"] = time.time() - t0
         io.write_json(summary_path, summary)
+        if run.classifier and c.export.saved_model:
+            report = evaluation.evaluate_workdir(workdir, run.data)
+            logging.info("eval.json: accuracy %.4f, macro F1 %.4f", report["accuracy"], report["macro"]["f1"])
     logging.info("done: %s", {k: summary[k] for k in ("steps", "eval_loss", "eval_accuracy") if k in summary})
     return summary

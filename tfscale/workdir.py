@@ -38,6 +38,8 @@ def check(workdir, config):
     parent = workdir
     while not os.path.exists(parent):
         parent = os.path.dirname(os.path.abspath(parent))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not writable)")
     saved_path = os.path.join(workdir, CONFIG_FILE)

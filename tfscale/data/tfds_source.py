@@ -22,8 +22,8 @@ def builder_for(data_config, builder_cls=None):
         builder = tfds.builder(data_config.name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(
-            f"unknown data set {data_config.name!r}: not embedded (digits, synthetic) and not a "
-            "tfds name") from None
+            f"unknown data set {data_config.name!r}: not embedded (digits, synthetic), not a "
+            f"registered tfds name, and not prepared in {data_dir}") from None
     if not builder.is_prepared():
         raise ConfigError(
             f"data set {data_config.name!r} is not prepared in {builder.data_path}; on a machine "
@@ -32,23 +32,36 @@ def builder_for(data_config, builder_cls=None):
     return builder
 
 
-def _split(builder, split):
+def _keys(builder, data_config):
+    """(input, label) feature names: data.input_key/label_key, else the supervised keys."""
+    supervised = builder.info.supervised_keys or (None, None)
+    keys = (data_config.input_key or supervised[0], data_config.label_key or supervised[1])
+    features = builder.info.features.keys()
+    if None in keys:
+        raise ConfigError(f"data set {builder.name!r} has no supervised keys; set data.input_key "
+                          f"and data.label_key (its features: {', '.join(sorted(features))})")
+    for key in keys:
+        if key not in features:
+            raise ConfigError(f"data set {builder.name!r} has no feature {key!r}; "
+                              f"its features: {', '.join(sorted(features))}")
+    return keys
+
+
+def _split(builder, split, keys):
     if split not in builder.info.splits:
         raise ConfigError(f"data set {builder.name!r} has no split {split!r}; "
                           f"it has {', '.join(sorted(builder.info.splits))}")
-    ds = builder.as_dataset(split=split, as_supervised=True, batch_size=-1)
-    inputs, labels = tfds.as_numpy(ds)
-    return np.asarray(inputs), np.asarray(labels).astype(np.int32)
+    examples = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    return np.asarray(examples[keys[0]]), np.asarray(examples[keys[1]]).astype(np.int32)
 
 
 def load(data_config, builder_cls=None, input_scale=None):
-    """Both splits of a supervised classification data set, in memory."""
+    """Both splits of a classification data set, in memory."""
     builder = builder_for(data_config, builder_cls)
-    if builder.info.supervised_keys is None:
-        raise ConfigError(f"data set {builder.name!r} has no (input, label) supervised keys")
-    train = _split(builder, data_config.train_split)
-    evaluation = _split(builder, data_config.eval_split)
-    label_feature = builder.info.features[builder.info.supervised_keys[1]]
+    keys = _keys(builder, data_config)
+    train = _split(builder, data_config.train_split, keys)
+    evaluation = _split(builder, data_config.eval_split, keys)
+    label_feature = builder.info.features[keys[1]]
     num_classes = getattr(label_feature, "num_classes", None) or int(train[1].max()) + 1
     info = DataInfo(
         name=builder.name,

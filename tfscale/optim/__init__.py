@@ -7,14 +7,18 @@ the aggregated gradient of one whole update.
 """
 import tf_keras as keras
 
-from tfscale.optim.lamb import LAMB
-from tfscale.optim.muon import Muon
 from tfscale.optim.schedules import SCHEDULES, WarmupSchedule, build_schedule
 
 
 def _betas(o, names=("beta_1", "beta_2", "epsilon")):
     """The optional config hyper-parameters that are set, as keyword arguments."""
     return {k: getattr(o, k) for k in names if getattr(o, k) is not None}
+
+
+def _ours(module, name):
+    """Our own optimizers, imported when asked for."""
+    import importlib  # pylint: disable=import-outside-toplevel
+    return getattr(importlib.import_module(f"tfscale.optim.{module}"), name)
 
 
 # config `optimizer.name` -> f(optimizer_config, learning_rate, **common) -> optimizer.
@@ -24,8 +28,8 @@ OPTIMIZERS = {
     "adamw": lambda o, lr, **kw: keras.optimizers.AdamW(lr, **_betas(o), **kw),
     "adafactor": lambda o, lr, **kw: keras.optimizers.Adafactor(lr, **kw),
     "lion": lambda o, lr, **kw: keras.optimizers.Lion(lr, **_betas(o, ("beta_1", "beta_2")), **kw),
-    "lamb": lambda o, lr, **kw: LAMB(lr, **_betas(o), **kw),
-    "muon": lambda o, lr, **kw: Muon(lr, momentum=o.momentum, **_betas(o), **kw),
+    "lamb": lambda o, lr, **kw: _ours("lamb", "LAMB")(lr, **_betas(o), **kw),
+    "muon": lambda o, lr, **kw: _ours("muon", "Muon")(lr, momentum=o.momentum, **_betas(o), **kw),
 }
 
 
@@ -53,10 +57,10 @@ def build_optimizer(config, model, jit_compile=False):
     if o.weight_decay:
         optimizer.exclude_from_weight_decay(
             var_list=[v for v in model.trainable_variables if v.shape.rank <= 1])
-    if isinstance(optimizer, Muon):
+    if hasattr(optimizer, "exclude_from_muon"):
         optimizer.exclude_from_muon(var_list=_output_and_embedding_variables(model))
     return optimizer
 
 
-__all__ = ["LAMB", "Muon", "OPTIMIZERS", "SCHEDULES", "WarmupSchedule", "build_optimizer",
+__all__ = ["OPTIMIZERS", "SCHEDULES", "WarmupSchedule", "build_optimizer",
            "build_schedule"]

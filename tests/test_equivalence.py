@@ -1,0 +1,55 @@
+"""Invariants 1 and 2: accumulation and replicas change memory and speed, not the math."""
+import functools
+import tempfile
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from tfscale.run import Run
+
+STEPS = 8
+
+
+@functools.lru_cache(maxsize=None)
+def trained_weights(optimizer, accum_steps=1, strategy="one_device", cpu_devices=0):
+    overrides = dict(optimizer__name=optimizer, train__accum_steps=accum_steps,
+                     train__num_steps=STEPS, train__batch_size=64, distribute__strategy=strategy,
+                     distribute__cpu_devices=cpu_devices, export__saved_model=False,
+                     schedule__warmup_steps=0)
+    if optimizer == "adamw":  # decay and the step counter must advance once per update
+        overrides.update(optimizer__learning_rate=1e-3, optimizer__weight_decay=0.1)
+    else:
+        overrides.update(optimizer__learning_rate=0.1)
+    run = Run(tiny_config(**overrides), tempfile.mkdtemp())
+    run.fit()
+    assert run.step == STEPS
+    return [v.numpy() for v in run.network.trainable_variables]
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("accum_steps", [2, 4, 8])
+def test_accumulation_gives_same_weights_as_one_big_batch(optimizer, accum_steps):
+    reference = trained_weights(optimizer)
+    weights = trained_weights(optimizer, accum_steps)
+    assert max_diff(reference, weights) < 1e-6
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("accum_steps", [1, 2])
+def test_four_mirrored_replicas_give_same_weights_as_one_device(optimizer, accum_steps):
+    reference = trained_weights(optimizer)
+    weights = trained_weights(optimizer, accum_steps, "mirrored", 4)
+    assert max_diff(reference, weights) < 1e-5
+
+
+def test_training_moves_the_weights(tmp_path):
+    """Guards the tests above: equal weights must not come from runs that do nothing."""
+    run = Run(tiny_config(train__num_steps=STEPS, export__saved_model=False), str(tmp_path))
+    initial = [v.numpy() for v in run.network.trainable_variables]
+    run.fit()
+    assert max_diff(initial, [v.numpy() for v in run.network.trainable_variables]) > 1e-3

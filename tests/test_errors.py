@@ -1,0 +1,94 @@
+"""Bad input gets one clear line on stderr, a non-zero exit, no traceback, and an untouched workdir."""
+import concurrent.futures
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = "--config=experiments/configs/digits_mlp.py:tiny"
+
+# name -> (extra arguments, a fragment the error line must contain)
+CASES = {
+    "unknown_model": (["--config.model.name=resnet9000"], "unknown model 'resnet9000'"),
+    "unknown_optimizer": (["--config.optimizer.name=adamax9"], "unknown optimizer 'adamax9'"),
+    "unknown_precision": (["--config.precision=float8"], "unknown precision 'float8'"),
+    "unknown_strategy": (["--config.distribute.strategy=ring"], "unknown distribute.strategy 'ring'"),
+    "unknown_schedule": (["--config.schedule.name=step"], "unknown schedule 'step'"),
+    "unknown_dataset": (["--config.data.name=no_such_data_set"], "unknown data set 'no_such_data_set'"),
+    "unknown_model_knob": (["--config.model.name=cnn"], "model 'cnn' has no knob model."),
+    "batch_not_divisible_by_accum": (["--config.train.batch_size=30", "--config.train.accum_steps=4"],
+                                     "train.batch_size 30 is not divisible by train.accum_steps 4"),
+    "batch_not_divisible_by_replicas": (
+        ["--config.train.batch_size=36", "--config.train.accum_steps=3",
+         "--config.distribute.strategy=mirrored", "--config.distribute.cpu_devices=4"],
+        "train.batch_size 36 is not divisible by train.accum_steps 3 x replicas 4 = 12"),
+    "accum_below_one": (["--config.train.accum_steps=0"], "train.accum_steps must be >= 1, got 0"),
+    "negative_learning_rate": (["--config.optimizer.learning_rate=-0.1"],
+                               "optimizer.learning_rate must be >= 0, got -0.1"),
+    "batch_larger_than_data": (["--config.train.batch_size=4096"], "exceeds the 1437 training examples"),
+    "unknown_config_key": (["--config.train.bacth_size=3"], "unknown config key 'bacth_size'"),
+    "bad_value_type": (["--config.train.batch_size=many"], "--config.train.batch_size=many"),
+    "missing_config_file": (["--config=experiments/configs/nope.py"], "config file experiments/configs/nope.py not found"),
+    "unknown_variant": (["--config=experiments/configs/digits_mlp.py:huge"], "unknown variant 'huge'"),
+    "tfds_not_prepared": (["--config.data.name=mnist", "--config.data.data_dir={tmp}/tfds"],
+                          "data set 'mnist' is not prepared in {tmp}/tfds"),
+    "tpu_not_reachable": (["--config.distribute.strategy=tpu"], "no TPU is reachable"),
+    "workdir_not_writable": (["--workdir={tmp}/a_file/run"], "cannot be written"),
+    "workdir_holds_other_run": (["--config.model.width=64"], "holds a run with a different config (model.width: 32 -> 64)"),
+}
+
+
+def _snapshot(folder):
+    out = {}
+    for base, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _run_case(name, tmp):
+    args, fragment = CASES[name]
+    workdir = os.path.join(tmp, name, "workdir")
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "notes.txt"), "w") as f:
+        f.write("results of an earlier run\n")
+    if name == "workdir_holds_other_run":
+        from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(json.loads(tiny_config().to_json()), f)
+    with open(os.path.join(tmp, "a_file"), "w") as f:
+        f.write("not a folder")
+    args = [a.format(tmp=tmp) for a in args]
+    config = [a for a in args if a.startswith("--config=")] or [CONFIG]
+    workdir_arg = [a for a in args if a.startswith("--workdir=")] or [f"--workdir={workdir}"]
+    rest = [a for a in args if not a.startswith(("--config=", "--workdir="))]
+    before = _snapshot(workdir)
+    env = dict(os.environ, TFDS_DATA_DIR=os.path.join(tmp, "tfds_home"))
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", *config, *workdir_arg, *rest],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    return proc, fragment.format(tmp=tmp), before, _snapshot(workdir)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("errors"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {name: pool.submit(_run_case, name, tmp) for name in CASES}
+        return {name: f.result() for name, f in futures.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gets_one_line_error_and_leaves_workdir_untouched(results, case):
+    proc, fragment, before, after = results[case]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    error_lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(error_lines) == 1, proc.stderr[-2000:]
+    assert fragment in error_lines[0]
+    assert before == after

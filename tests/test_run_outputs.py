@@ -1,0 +1,100 @@
+"""A finished run's workdir: summary.json, metrics.jsonl, TensorBoard, export, eval.json."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn import metrics
+
+import tfscale
+from conftest import tiny_config
+from tfscale import data, evaluation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUMMARY_KEYS = {"num_params", "flops_per_example", "steps", "examples_seen", "train_loss",
+                "eval_loss", "eval_accuracy", "examples_per_sec", "strategy", "num_replicas",
+                "precision", "batch_size", "accum_steps", "wall_seconds"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    summary = tfscale.train(tiny_config(train__accum_steps=2), workdir)
+    return workdir, summary
+
+
+def test_summary_has_the_documented_keys_and_sane_values(finished_run):
+    workdir, summary = finished_run
+    with open(os.path.join(workdir, "summary.json")) as f:
+        on_disk = json.load(f)
+    assert SUMMARY_KEYS <= set(on_disk)
+    assert on_disk["steps"] == 20 and on_disk["examples_seen"] == 20 * 32
+    assert on_disk["accum_steps"] == 2 and on_disk["batch_size"] == 32
+    assert on_disk["num_params"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert on_disk["flops_per_example"] == 3 * 2 * (64 * 32 + 32 * 10)
+    assert on_disk["precision"] == "float32" and on_disk["strategy"] == "one_device"
+    assert on_disk["examples_per_sec"] > 0 and 0 <= on_disk["eval_accuracy"] <= 1
+
+
+def test_metrics_jsonl_logs_every_interval_in_optimizer_updates(finished_run):
+    workdir, _ = finished_run
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records] == [5, 10, 15, 20]
+    assert all({"loss", "accuracy", "learning_rate", "examples_per_sec"} <= set(r) for r in records)
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+
+
+def test_exported_saved_model_matches_keras(finished_run):
+    workdir, summary = finished_run
+    assert summary["export"]["max_abs_diff"] < 1e-5
+    assert summary["export"]["argmax_agreement"] == 1.0
+    assert os.path.isdir(os.path.join(workdir, "export", "saved_model"))
+    assert not glob.glob(os.path.join(workdir, "export", "*.tmp-*"))
+
+
+def test_eval_json_agrees_with_scikit_learn_on_the_same_predictions(finished_run):
+    workdir, _ = finished_run
+    with open(os.path.join(workdir, "eval.json")) as f:
+        report = json.load(f)
+    labels = data.load(tiny_config().data).eval[1]
+    probabilities = evaluation.predict_saved_model(os.path.join(workdir, "export", "saved_model"),
+                                                   data.load(tiny_config().data).eval[0])
+    predictions = probabilities.argmax(1)
+    assert report["num_examples"] == len(labels) == 360
+    assert report["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predictions))
+    assert report["macro"]["f1"] == pytest.approx(metrics.f1_score(labels, predictions, average="macro"))
+    assert report["roc_auc_ovr"] == pytest.approx(
+        metrics.roc_auc_score(labels, probabilities, multi_class="ovr"), abs=1e-6)
+    np.testing.assert_array_equal(report["confusion_matrix"], metrics.confusion_matrix(labels, predictions))
+    assert os.path.getsize(os.path.join(workdir, "confusion_matrix.png")) > 1000
+
+
+def test_evaluate_command_reruns_on_a_saved_run(finished_run):
+    workdir, _ = finished_run
+    with open(os.path.join(workdir, "eval.json")) as f:
+        first = json.load(f)
+    os.remove(os.path.join(workdir, "eval.json"))
+    proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"accuracy {first['accuracy']:.4f}" in proc.stdout
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f)["confusion_matrix"] == first["confusion_matrix"]
+
+
+def test_rerunning_a_finished_run_trains_nothing_more(finished_run):
+    workdir, summary = finished_run
+    again = tfscale.train(tiny_config(train__accum_steps=2), workdir)
+    assert again["steps"] == summary["steps"]
+    assert again["eval_loss"] == pytest.approx(summary["eval_loss"], abs=1e-6)
+
+
+def test_default_digits_mlp_reaches_95_percent_test_accuracy(tmp_path):
+    from experiments.configs import digits_mlp  # pylint: disable=import-outside-toplevel
+    summary = tfscale.train(digits_mlp.get_config(), str(tmp_path))
+    assert summary["eval_accuracy"] >= 0.95
