@@ -61,7 +61,7 @@ def test_headline_figures_match_sklearn(case):
     assert report["num_examples"] == labels.size
     assert report["accuracy"] == metrics.accuracy_score(labels, predictions)
     assert 0.2 < report["accuracy"] < 0.9  # a weak classifier: the comparison is not vacuous
-    assert report["log_loss"] == metrics.log_loss(labels, probabilities, labels=classes)
+    assert report["log_loss"] == pytest.approx(metrics.log_loss(labels, probabilities, labels=classes), rel=1e-12)
     assert report["confusion_matrix"] == metrics.confusion_matrix(
         labels, predictions, labels=classes
     ).tolist()

@@ -84,7 +84,8 @@ def _check_inputs(labels, probabilities):
         raise ValueError(
             f"labels must be in [0, {num_classes}), got {labels.min()}..{labels.max()}"
         )
-    return labels.astype(np.int64), probabilities
+    # Softmax outputs in float32 sum to 1 only up to rounding, which scikit-learn warns about.
+    return labels.astype(np.int64), probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def _class_names(class_names, num_classes):
