@@ -26,7 +26,11 @@ OPTIMIZERS = {
     "sgd": lambda o, lr, **kw: keras.optimizers.SGD(lr, momentum=o.momentum, nesterov=o.nesterov, **kw),
     "adam": lambda o, lr, **kw: keras.optimizers.Adam(lr, **_betas(o), **kw),
     "adamw": lambda o, lr, **kw: keras.optimizers.AdamW(lr, **_betas(o), **kw),
-    "adafactor": lambda o, lr, **kw: keras.optimizers.Adafactor(lr, **kw),
+    # tf_keras's Adafactor multiplies its row and column factors before the square root; with
+    # the paper's epsilon_1 = 1e-30 that product underflows to 0 for all-zero gradient rows
+    # (inputs that are always 0, like the digits' border pixels) and 0 * inf gives NaN weights.
+    # 1e-16 keeps the product representable in float32.
+    "adafactor": lambda o, lr, **kw: keras.optimizers.Adafactor(lr, epsilon_1=1e-16, **kw),
     "lion": lambda o, lr, **kw: keras.optimizers.Lion(lr, **_betas(o, ("beta_1", "beta_2")), **kw),
     "lamb": lambda o, lr, **kw: _ours("lamb", "LAMB")(lr, **_betas(o), **kw),
     "muon": lambda o, lr, **kw: _ours("muon", "Muon")(lr, momentum=o.momentum, **_betas(o), **kw),
