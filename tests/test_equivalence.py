@@ -36,6 +36,7 @@ def max_diff(a, b):
 def test_accumulation_gives_same_weights_as_one_big_batch(optimizer, accum_steps):
     reference = trained_weights(optimizer)
     weights = trained_weights(optimizer, accum_steps)
+    print(f"accumulation k={accum_steps} {optimizer}: max |dw| = {max_diff(reference, weights):.2e}")
     assert max_diff(reference, weights) < 1e-6
 
 
@@ -44,6 +45,7 @@ def test_accumulation_gives_same_weights_as_one_big_batch(optimizer, accum_steps
 def test_four_mirrored_replicas_give_same_weights_as_one_device(optimizer, accum_steps):
     reference = trained_weights(optimizer)
     weights = trained_weights(optimizer, accum_steps, "mirrored", 4)
+    print(f"mirrored x4, k={accum_steps} {optimizer}: max |dw| = {max_diff(reference, weights):.2e}")
     assert max_diff(reference, weights) < 1e-5
 
 

@@ -261,7 +261,7 @@ def predict_saved_model(path, inputs, batch_size=512):
         for i in range(0, len(inputs), batch_size)])
 
 
-def evaluate_workdir(workdir, data=None):
+def evaluate_workdir(workdir, data=None, step=None):
     """Evaluates a finished run's exported model on its held-out split.
 
     Writes `eval.json` (the report, plus the step), `confusion_matrix.png` and TensorBoard
@@ -281,7 +281,8 @@ def evaluate_workdir(workdir, data=None):
     inputs, labels = data.eval
     report = classification_report(labels, predict_saved_model(model_path, inputs, config.eval.batch_size))
     summary_path = os.path.join(workdir, "summary.json")
-    step = io.read_json(summary_path)["steps"] if os.path.exists(summary_path) else 0
+    if step is None:
+        step = io.read_json(summary_path)["steps"] if os.path.exists(summary_path) else 0
     report["step"] = step
     report["model_path"] = model_path
     io.write_json(os.path.join(workdir, "eval.json"), report)

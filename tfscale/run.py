@@ -154,10 +154,11 @@ def train(config, workdir):
     if run.chief:
         if c.export.saved_model:
             summary["export"] = run.export()
+            if run.classifier:
+                report = evaluation.evaluate_workdir(workdir, run.data, run.step)
+                logging.info("eval.json: accuracy %.4f, macro F1 %.4f", report["accuracy"],
+                             report["macro"]["f1"])
         summary["wall_seconds"] = time.time() - t0
         io.write_json(summary_path, summary)
-        if run.classifier and c.export.saved_model:
-            report = evaluation.evaluate_workdir(workdir, run.data)
-            logging.info("eval.json: accuracy %.4f, macro F1 %.4f", report["accuracy"], report["macro"]["f1"])
     logging.info("done: %s", {k: summary[k] for k in ("steps", "eval_loss", "eval_accuracy") if k in summary})
     return summary
