@@ -36,7 +36,7 @@ def test_schedule_advances_once_per_update_not_per_micro_batch(tmp_path, accum_s
 
 @pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
 def test_every_optimizer_trains_digits_from_its_config(tmp_path, name):
-    lr = {"sgd": 0.1, "adafactor": 3e-2, "lion": 1e-2, "muon": 0.02}.get(name, 1e-2)
+    lr = {"sgd": 0.1, "adafactor": 3e-2, "lion": 1e-2, "lamb": 3e-2, "muon": 0.02}.get(name, 1e-2)
     run = Run(tiny_config(optimizer__name=name, optimizer__learning_rate=lr, train__num_steps=40,
                           optimizer__weight_decay=0.0 if name == "adam" else 1e-4,
                           export__saved_model=False), str(tmp_path))

@@ -58,9 +58,9 @@ def build_optimizer(config, model, jit_compile=False):
     if o.name == "adam":
         kw.pop("weight_decay")  # plain Adam (config.validate refuses a decay); adamw decouples it
     optimizer = OPTIMIZERS[o.name](o, lr, **kw)
-    if o.weight_decay:
-        optimizer.exclude_from_weight_decay(
-            var_list=[v for v in model.trainable_variables if v.shape.rank <= 1])
+    # Biases and norm parameters: no decay (and, for LAMB, no layer adaptation).
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if v.shape.rank <= 1])
     if hasattr(optimizer, "exclude_from_muon"):
         optimizer.exclude_from_muon(var_list=_output_and_embedding_variables(model))
     return optimizer
