@@ -12,10 +12,12 @@ STEPS = 8
 
 
 @functools.lru_cache(maxsize=None)
-def trained_weights(optimizer, accum_steps=1, strategy="one_device", cpu_devices=0):
+def trained_weights(optimizer, accum_steps=1, strategy="one_device", cpu_devices=0,
+                    steps_per_execution=1, jit_compile="false"):
     overrides = dict(optimizer__name=optimizer, train__accum_steps=accum_steps,
                      train__num_steps=STEPS, train__batch_size=64, distribute__strategy=strategy,
                      distribute__cpu_devices=cpu_devices, export__saved_model=False,
+                     train__steps_per_execution=steps_per_execution, train__jit_compile=jit_compile,
                      schedule__warmup_steps=0)
     if optimizer == "adamw":  # decay and the step counter must advance once per update
         overrides.update(optimizer__learning_rate=1e-3, optimizer__weight_decay=0.1)
@@ -46,6 +48,14 @@ def test_four_mirrored_replicas_give_same_weights_as_one_device(optimizer, accum
     reference = trained_weights(optimizer)
     weights = trained_weights(optimizer, accum_steps, "mirrored", 4)
     print(f"mirrored x4, k={accum_steps} {optimizer}: max |dw| = {max_diff(reference, weights):.2e}")
+    assert max_diff(reference, weights) < 1e-5
+
+
+@pytest.mark.parametrize("steps_per_execution,jit_compile", [(4, "false"), (3, "true")])
+def test_steps_per_execution_and_xla_give_same_weights(steps_per_execution, jit_compile):
+    reference = trained_weights("adamw")
+    weights = trained_weights("adamw", 2, steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    print(f"steps_per_execution={steps_per_execution} jit={jit_compile}: max |dw| = {max_diff(reference, weights):.2e}")
     assert max_diff(reference, weights) < 1e-5
 
 

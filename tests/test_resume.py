@@ -54,7 +54,7 @@ def test_sigkill_mid_run_then_restart_ends_with_the_same_weights(tmp_path):
     assert max(float(np.max(np.abs(a[n] - b[n]))) for n in a) <= 1e-6
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
     from conftest import tiny_config  # pylint: disable=import-outside-toplevel
     from tfscale.run import Run  # pylint: disable=import-outside-toplevel
 
@@ -72,6 +72,8 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     from tfscale import checkpoint  # pylint: disable=import-outside-toplevel
     with_warning = checkpoint.restore_latest(resumed.manager)
     assert with_warning.endswith("ckpt-10")
+    assert any("ckpt-20 cannot be read" in r.getMessage() and "falling back" in r.getMessage()
+               for r in caplog.records)
     assert resumed.step == 10
     resumed.fit()  # trains steps 10..20 again
     assert resumed.step == 20

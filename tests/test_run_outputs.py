@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
+import tf_keras
+
 import tfscale
 from conftest import tiny_config
 from tfscale import data, evaluation
@@ -22,8 +24,17 @@ SUMMARY_KEYS = {"num_params", "flops_per_example", "steps", "examples_seen", "tr
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
-    summary = tfscale.train(tiny_config(train__accum_steps=2), workdir)
+    seen = RecordSteps()
+    summary = tfscale.train(tiny_config(train__accum_steps=2), workdir, callbacks=[seen])
+    assert seen.batches == 20  # the caller's own callback ran on every update
     return workdir, summary
+
+
+class RecordSteps(tf_keras.callbacks.Callback):
+    batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
 
 
 def test_summary_has_the_documented_keys_and_sane_values(finished_run):

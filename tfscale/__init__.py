@@ -11,11 +11,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from tfscale.config import ConfigError  # noqa: E402
 
 
-def train(config, workdir):
+def train(config, workdir, callbacks=()):
     """Trains `config` into `workdir` and returns the summary; see `tfscale.run.train`."""
     from tfscale import run  # pylint: disable=import-outside-toplevel
 
-    return run.train(config, workdir)
+    return run.train(config, workdir, callbacks)
 
 
 __all__ = ["ConfigError", "train"]

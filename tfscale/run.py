@@ -85,8 +85,11 @@ class Run:
     def step(self):
         return int(self.optimizer.iterations.numpy())
 
-    def fit(self):
-        """Trains from the newest checkpoint to `train.num_steps`; returns the metrics logger."""
+    def fit(self, extra_callbacks=()):
+        """Trains from the newest checkpoint to `train.num_steps`; returns the metrics logger.
+
+        `extra_callbacks` are the caller's own Keras callbacks, run after tfscale's.
+        """
         c = self.config
         checkpoint.restore_latest(self.manager)
         start = self.step
@@ -106,7 +109,8 @@ class Run:
                      self.policy)
         self.model.fit(dataset, epochs=1, steps_per_epoch=c.train.num_steps - start,
                        verbose=1 if sys.stdout.isatty() else 0,
-                       callbacks=[logger, callbacks.CheckpointSaver(self.manager, c.checkpoint.every_steps)])
+                       callbacks=[logger, callbacks.CheckpointSaver(self.manager, c.checkpoint.every_steps),
+                                  *extra_callbacks])
         return logger
 
     def evaluate(self):
@@ -122,11 +126,14 @@ class Run:
         return check
 
 
-def train(config, workdir):
-    """Trains `config` into `workdir` (resuming what is there) and returns the summary dict."""
+def train(config, workdir, callbacks=()):
+    """Trains `config` into `workdir` (resuming what is there) and returns the summary dict.
+
+    `callbacks`: extra Keras callbacks (e.g. early stopping, a custom logger) for `fit`.
+    """
     t0 = time.time()
     run = Run(config, workdir)
-    logger = run.fit()
+    logger = run.fit(callbacks)
     results = run.evaluate()
     c = config
     summary_path = os.path.join(workdir, "summary.json")
