@@ -34,7 +34,7 @@ CASES = {
     "unknown_config_key": (["--config.train.bacth_size=3"], "unknown config key 'bacth_size'"),
     "bad_value_type": (["--config.train.batch_size=many"], "--config.train.batch_size=many"),
     "missing_config_file": (["--config=experiments/configs/nope.py"], "config file experiments/configs/nope.py not found"),
-    "unknown_variant": (["--config=experiments/configs/digits_mlp.py:huge"], "unknown variant 'huge'"),
+    "unknown_variant": (["--config=experiments/configs/digits_mlp.py:huge"], "unknown variant 'huge'; variants: tiny"),
     "tfds_not_prepared": (["--config.data.name=mnist", "--config.data.data_dir={tmp}/tfds"],
                           "data set 'mnist' is not prepared in {tmp}/tfds"),
     "tpu_not_reachable": (["--config.distribute.strategy=tpu"], "no TPU is reachable"),
