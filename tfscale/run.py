@@ -52,8 +52,7 @@ class Run:
         self.policy = precision.resolve(config.precision, kind)
         self.jit_compile = _jit_compile(config.train.jit_compile, kind, self.num_replicas)
         self.data = data.load(config.data)
-        self.train_fn = data.train_dataset_fn(  # checks the batch against the data set size
-            self.data.train, config.train.batch_size, config.seed, 0, config.train.num_steps)
+        data.check_batch_size(self.data.info.num_train, config.train.batch_size)
         workdir_lib.check(workdir, config)
         # Nothing above writes to the workdir; from here on the run owns it.
         self.chief = _is_chief(self.strategy)

@@ -22,6 +22,14 @@ def _as_model_input(x):
     return tf.cast(x, tf.float32) if x.dtype.is_integer else x
 
 
+def check_batch_size(num_examples, global_batch_size):
+    """A global batch may not be larger than one epoch (it would repeat examples within a batch)."""
+    if global_batch_size > num_examples:
+        from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
+        raise ConfigError(f"train.batch_size {global_batch_size} exceeds the {num_examples} "
+                          "training examples of the data set")
+
+
 def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
     """A `dataset_fn(input_context)` for `strategy.distribute_datasets_from_function`.
 
@@ -29,10 +37,7 @@ def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
     batches for updates start_step .. num_steps-1.
     """
     num_examples = len(arrays[1])
-    if global_batch_size > num_examples:
-        from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
-        raise ConfigError(f"train.batch_size {global_batch_size} exceeds the {num_examples} "
-                          "training examples of the data set")
+    check_batch_size(num_examples, global_batch_size)
     first_epoch, offset = divmod(start_step * global_batch_size, num_examples)
 
     def dataset_fn(ctx=None):
