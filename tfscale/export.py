@@ -12,7 +12,8 @@ from tfscale import io
 
 
 def serving_function(network, classifier=True):
-    spec = tf.TensorSpec([None, *network.input_shape[1:]], tf.float32, name="inputs")
+    dtype = tf.float32 if network.inputs[0].dtype.is_floating else network.inputs[0].dtype
+    spec = tf.TensorSpec([None, *network.input_shape[1:]], dtype, name="inputs")
 
     @tf.function(input_signature=[spec])
     def serve(inputs):
@@ -46,7 +47,8 @@ def save_saved_model(network, path, sample_inputs, classifier=True):
     network.save(tmp, save_format="tf", include_optimizer=False,
                  signatures={"serving_default": serving_function(network, classifier)})
     loaded = tf.saved_model.load(tmp).signatures["serving_default"]
-    exported = loaded(inputs=tf.constant(sample_inputs, tf.float32))["logits"].numpy()
+    sample_inputs = tf.cast(sample_inputs, loaded.structured_input_signature[1]["inputs"].dtype)
+    exported = loaded(inputs=sample_inputs)["logits"].numpy()
     check = compare(network.predict(sample_inputs, verbose=0), exported)
     io.replace_dir(tmp, path)
     return check

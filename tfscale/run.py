@@ -5,6 +5,7 @@ optimizer + schedule -> accumulating wrapper -> fit with callbacks -> evaluation
 summary.json. Everything that can be wrong with the config, the devices, the data or the workdir
 is checked before the workdir is touched.
 """
+import math
 import os
 import sys
 import time
@@ -51,7 +52,7 @@ class Run:
         kind = distribute.device_kind(self.strategy)
         self.policy = precision.resolve(config.precision, kind)
         self.jit_compile = _jit_compile(config.train.jit_compile, kind, self.num_replicas)
-        self.data = data.load(config.data)
+        self.data = data.load(config.data, config.model.get("seq_len"))
         data.check_batch_size(self.data.info.num_train, config.train.batch_size)
         workdir_lib.check(workdir, config)
         # Nothing above writes to the workdir; from here on the run owns it.
@@ -59,7 +60,8 @@ class Run:
         self.own_dir = workdir if self.chief else os.path.join(
             workdir, f".worker-{self.strategy.cluster_resolver.task_id}")
         workdir_lib.prepare(self.own_dir, config)
-        self.classifier = config.train.loss == "sparse_categorical_crossentropy"
+        # One label per example: a classifier (eval.json, probabilities in the export).
+        self.classifier = self.data.train[1].ndim == 1
         self._build()
 
     def _build(self):
@@ -73,7 +75,8 @@ class Run:
                 optim.build_optimizer(c, self.network, self.jit_compile), self.policy)
             self.optimizer.build(self.network.trainable_variables)
             self.model = trainer.AccumulatingModel(self.network, c.train.accum_steps)
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if self.classifier else []
+            metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]  # per token for LMs
+                       if c.train.loss == "sparse_categorical_crossentropy" else [])
             self.model.compile(self.optimizer, loss=c.train.loss, metrics=metrics,
                                steps_per_execution=c.train.steps_per_execution,
                                jit_compile=self.jit_compile)
@@ -119,7 +122,7 @@ class Run:
     def export(self):
         """SavedModel under export/saved_model, verified against Keras on held-out inputs."""
         path = os.path.join(self.workdir, "export", "saved_model")
-        sample = self.data.eval[0][: self.config.eval.batch_size].astype(np.float32)
+        sample = self.data.eval[0][: self.config.eval.batch_size]
         check = export.save_saved_model(self.network, path, sample, self.classifier)
         logging.info("exported %s (max abs diff vs Keras %.2g)", path, check["max_abs_diff"])
         return check
@@ -154,6 +157,14 @@ def train(config, workdir, callbacks=()):
         "accum_steps": c.train.accum_steps,
         "jit_compile": run.jit_compile,
     }
+    tokens = getattr(run.network, "tokens_per_example", None)
+    if tokens:  # language models: per-token figures
+        summary.update(
+            non_embedding_params=run.network.non_embedding_params,
+            flops_per_token=run.network.training_flops_per_token,
+            num_tokens=summary["examples_seen"] * tokens,
+            bits_per_byte=summary["eval_loss"] / math.log(2),
+            tokens_per_sec=summary["examples_per_sec"] * tokens if summary["examples_per_sec"] else None)
     if "accuracy" in results:
         summary["eval_accuracy"] = float(results["accuracy"])
         summary["train_accuracy"] = logger.last_logs.get("accuracy", previous.get("train_accuracy"))

@@ -1,13 +1,14 @@
 """Data sets by name: embedded ones (no download), `synthetic`, and any prepared tfds data set."""
 from tfscale.config import ConfigError
-from tfscale.data import digits, synthetic, tfds_source
+from tfscale.data import digits, pycode, synthetic, text, tfds_source
 from tfscale.data.info import Data, DataInfo, tfds_data_dir
 from tfscale.data.pipeline import check_batch_size, eval_dataset, train_dataset_fn
 
-# name -> load(data_config) -> Data. Names not listed here are looked up in tfds.
+# name -> load(data_config, seq_len) -> Data. Names not listed here are looked up in tfds.
 DATASETS = {
-    "digits": lambda c: tfds_source.load(c, builder_cls=digits.Digits, input_scale=1.0 / 16),
-    "synthetic": synthetic.load,
+    "digits": lambda c, _: tfds_source.load(c, builder_cls=digits.Digits, input_scale=1.0 / 16),
+    "pycode": lambda c, seq_len: text.load(tfds_source.builder_for(c, pycode.Pycode), seq_len or 128),
+    "synthetic": lambda c, _: synthetic.load(c),
 }
 
 
@@ -19,10 +20,10 @@ def check_name(data_config):
         tfds_source.builder_for(data_config)
 
 
-def load(data_config):
-    """Loads the config's data set into memory."""
+def load(data_config, seq_len=None):
+    """Loads the config's data set into memory; `seq_len` is the model's context (text data)."""
     if data_config.name in DATASETS:
-        return DATASETS[data_config.name](data_config)
+        return DATASETS[data_config.name](data_config, seq_len)
     return tfds_source.load(data_config)
 
 

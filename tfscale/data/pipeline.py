@@ -19,7 +19,8 @@ def epoch_order(num_examples, seed, epoch):
 
 
 def _as_model_input(x):
-    return tf.cast(x, tf.float32) if x.dtype.is_integer else x
+    """Raw uint8 pixels become float32 (the model rescales them); token ids stay integers."""
+    return tf.cast(x, tf.float32) if x.dtype == tf.uint8 else x
 
 
 def check_batch_size(num_examples, global_batch_size):

@@ -8,12 +8,13 @@ precision policy, so losses and exports see float32.
 import inspect
 
 from tfscale.config import ConfigError
-from tfscale.models import cnn, mlp
+from tfscale.models import cnn, mlp, transformer_lm
 from tfscale.models.flops import training_flops_per_example
 
 MODELS = {
     "mlp": mlp.build,
     "cnn": cnn.build,
+    "transformer_lm": transformer_lm.build,
 }
 
 

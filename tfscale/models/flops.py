@@ -31,5 +31,8 @@ def forward_flops_per_example(model):
 
 
 def training_flops_per_example(model):
-    """Training FLOPs per example: 3x forward (see module docstring)."""
+    """Training FLOPs per example: 3x forward (see module docstring), or the model's own count
+    per token times its tokens per example where it gives one (transformer_lm)."""
+    if hasattr(model, "training_flops_per_token"):
+        return model.training_flops_per_token * model.tokens_per_example
     return 3 * forward_flops_per_example(model)

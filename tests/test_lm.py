@@ -1,0 +1,81 @@
+"""The transformer LM on `pycode`: counts by hand, the corpus, learning, replicas."""
+import math
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from experiments.configs import lm
+from tfscale import data, models
+from tfscale.data import pycode, text
+from tfscale.run import Run
+
+
+def lm_config(arg="tiny", **overrides):
+    config = lm.get_config(arg)
+    for key, value in overrides.items():
+        section, leaf = key.split("__")
+        config[section][leaf] = value
+    return config
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_parameter_and_flop_counts_match_hand_counts(tie):
+    config = lm_config(model__tie_embeddings=tie)
+    L, d, f, T, V = 1, 32, 64, 32, 256
+    info = data.DataInfo("pycode", (T,), V, 1.0, 0, 0)
+    network = models.build(config.model, info)
+    per_layer = 2 * 2 * d + (4 * d * d + 4 * d) + (d * f + f + f * d + d)  # 2 LNs, attention, MLP
+    non_embedding = L * per_layer + 2 * d  # + final LayerNorm
+    embedding = V * d + T * d + (0 if tie else d * V + V)
+    assert network.non_embedding_params == non_embedding
+    assert models.num_params(network) == non_embedding + embedding
+    assert network.training_flops_per_token == 6 * non_embedding + 6 * L * T * d
+    assert models.training_flops_per_example(network) == T * network.training_flops_per_token
+
+
+def test_pycode_is_the_stdlib_split_by_file_in_fixed_length_examples(tmp_path):
+    files = pycode.source_files()
+    assert len(files) > 100 and files == sorted(files, key=lambda p: p.split("python3")[-1])
+    assert not any("site-packages" in f or "/test/" in f for f in files)
+    splits = pycode.split_files(files)
+    assert not set(splits["train"]) & set(splits["validation"])
+    assert len(splits["train"]) + len(splits["validation"]) == len(files)
+    corpus = data.load(lm_config(data__data_dir=str(tmp_path)).data, seq_len=32)
+    inputs, targets = corpus.train
+    assert inputs.shape[1:] == (32,) and inputs.dtype == np.int32 and inputs.max() < 256
+    np.testing.assert_array_equal(inputs[:, 1:], targets[:, :-1])  # targets are the next bytes
+    windows_per_example = pycode.EXAMPLE_BYTES // 33
+    assert corpus.info.num_train % windows_per_example == 0
+    stored_bytes = (corpus.info.num_train + corpus.info.num_eval) // windows_per_example * pycode.EXAMPLE_BYTES
+    total_bytes = sum(os.path.getsize(f) + 1 for f in files)  # + the separator after each file
+    assert total_bytes - 2 * pycode.EXAMPLE_BYTES < stored_bytes <= total_bytes  # only tails dropped
+
+
+def test_windows_cut_examples_into_inputs_and_next_byte_targets():
+    examples = np.arange(20, dtype=np.uint8).reshape(2, 10)
+    inputs, targets = text.windows(examples, 4)
+    np.testing.assert_array_equal(inputs, [[0, 1, 2, 3], [5, 6, 7, 8], [10, 11, 12, 13], [15, 16, 17, 18]])
+    np.testing.assert_array_equal(targets, inputs + 1)
+
+
+def test_default_lm_learns_pycode_well_below_uniform(tmp_path):
+    run = Run(lm_config(None, train__num_steps=200, export__saved_model=False), str(tmp_path))
+    run.fit()
+    loss = run.evaluate()["loss"]
+    print(f"lm default, 200 updates: validation {loss:.3f} nats/byte ({loss / math.log(2):.3f} bits/byte)")
+    assert loss < 3.0 < math.log(256)
+
+
+def test_lm_gives_the_same_weights_on_four_replicas_as_on_one_device():
+    def weights(**kw):
+        run = Run(lm_config(train__num_steps=6, export__saved_model=False, **kw), tempfile.mkdtemp())
+        run.fit()
+        return [v.numpy() for v in run.network.trainable_variables]
+    one = weights()
+    four = weights(distribute__strategy="mirrored", distribute__cpu_devices=4, train__accum_steps=2,
+                   train__batch_size=16)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(one, four))
+    print(f"lm mirrored x4 + accum 2 vs one device: max |dw| = {diff:.2e}")
+    assert diff < 1e-5

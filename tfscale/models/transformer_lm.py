@@ -1,0 +1,86 @@
+"""Decoder-only transformer language model (GPT-2 style, pre-LayerNorm).
+
+Token embedding + learned positions, `num_layers` blocks of causal multi-head self-attention
+and a GELU MLP, each with a pre-LayerNorm residual, a final LayerNorm, and logits over the
+vocabulary (tied to the token embedding by default). Inputs are token ids [batch, seq_len];
+outputs float32 logits [batch, seq_len, vocab].
+
+Counting follows Kaplan et al. 2020 ("Scaling Laws for Neural Language Models", Table 1):
+N = non-embedding parameters (everything but token/position embeddings and an untied output
+matrix); training FLOPs per token = 6 N + 6 n_layer n_ctx d_model (forward 2N plus the
+attention-score term 2 n_layer n_ctx d_model, times 3 for forward + backward). The
+de-embedding matmul (2 d_model n_vocab forward) is left out, as Kaplan's total does.
+"""
+import tensorflow as tf
+import tf_keras as keras
+
+
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding of each position to its token embedding."""
+
+    def __init__(self, seq_len, **kwargs):
+        super().__init__(**kwargs)
+        self.seq_len = seq_len
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            "embeddings", shape=(self.seq_len, input_shape[-1]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+    def call(self, x):
+        return x + tf.cast(self.embeddings[: tf.shape(x)[1]], x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "seq_len": self.seq_len}
+
+
+class TiedLogits(keras.layers.Layer):
+    """Logits from the token embedding matrix (weight tying), computed in float32."""
+
+    def __init__(self, embedding, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.embedding = embedding
+
+    def call(self, x):
+        return tf.matmul(tf.cast(x, tf.float32), tf.cast(self.embedding.embeddings, tf.float32),
+                         transpose_b=True)
+
+
+def _block(x, i, num_heads, d_model, d_ff, dropout):
+    h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block_{i}_ln_attention")(x)
+    h = keras.layers.MultiHeadAttention(num_heads, d_model // num_heads, dropout=dropout,
+                                        name=f"block_{i}_attention")(h, h, use_causal_mask=True)
+    x = x + keras.layers.Dropout(dropout)(h)
+    h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block_{i}_ln_mlp")(x)
+    h = keras.layers.Dense(d_ff, activation="gelu", name=f"block_{i}_mlp_in")(h)
+    h = keras.layers.Dense(d_model, name=f"block_{i}_mlp_out")(h)
+    return x + keras.layers.Dropout(dropout)(h)
+
+
+def build(info, num_layers=2, d_model=128, num_heads=4, d_ff=512, seq_len=128, dropout=0.0,
+          tie_embeddings=True):
+    from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
+    if d_model % num_heads:
+        raise ConfigError(f"model.d_model {d_model} is not divisible by model.num_heads {num_heads}")
+    if info.input_shape != (seq_len,):
+        raise ConfigError(f"model.seq_len {seq_len} does not match the data's examples {info.input_shape}")
+    vocab = info.num_classes
+    tokens = keras.Input((seq_len,), dtype="int32", name="tokens")
+    embedding = keras.layers.Embedding(vocab, d_model, name="token_embedding",
+                                       embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02))
+    x = PositionEmbedding(seq_len, name="position_embedding")(embedding(tokens))
+    x = keras.layers.Dropout(dropout)(x)
+    for i in range(num_layers):
+        x = _block(x, i, num_heads, d_model, d_ff, dropout)
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_final")(x)
+    if tie_embeddings:
+        logits = TiedLogits(embedding, name="logits")(x)
+    else:
+        logits = keras.layers.Dense(vocab, dtype="float32", name="logits")(x)
+    model = keras.Model(tokens, logits, name="transformer_lm")
+    embedding_params = (vocab + seq_len) * d_model + (0 if tie_embeddings else d_model * vocab + vocab)
+    non_embedding = sum(int(v.shape.num_elements()) for v in model.trainable_variables) - embedding_params
+    model.non_embedding_params = non_embedding
+    model.tokens_per_example = seq_len
+    model.training_flops_per_token = 6 * non_embedding + 6 * num_layers * seq_len * d_model
+    return model
