@@ -10,7 +10,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from tfscale import io
+from tfscale import io, throughput
 from tfscale.precision import inner_optimizer
 
 
@@ -23,11 +23,17 @@ class MetricsLogger(keras.callbacks.Callback):
 
     Metrics are reset after each log, so every logged value covers the updates since the last
     one (Keras would otherwise report a running mean over the whole run). Throughput is timed
-    from the end of the first logged window, so start-up and tracing are not counted.
+    from the end of the first logged window, so start-up and tracing are not counted; with
+    `flops_per_example` (training FLOPs), `tokens_per_example` and `peak_flops` (all replicas)
+    it also logs tokens/s, model FLOP/s and MFU.
     """
 
-    def __init__(self, workdir, every_steps, global_batch_size, num_steps, writer=None):
+    def __init__(self, workdir, every_steps, global_batch_size, num_steps, writer=None,
+                 flops_per_example=None, tokens_per_example=None, peak_flops=None):
         super().__init__()
+        self.flops_per_example = flops_per_example
+        self.tokens_per_example = tokens_per_example
+        self.peak_flops = peak_flops
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.every = every_steps
         self.batch = global_batch_size
@@ -55,6 +61,9 @@ class MetricsLogger(keras.callbacks.Callback):
         elif step > self.timed_from[0]:
             self.examples_per_sec = (step - self.timed_from[0]) * self.batch / (now - self.timed_from[1])
         record = {k: float(v) for k, v in (logs or {}).items()}
+        rates = throughput.derived(window_rate, self.flops_per_example, self.tokens_per_example,
+                                   self.peak_flops)
+        record.update({k: v for k, v in rates.items() if v is not None})
         record.update(step=step, examples_per_sec=window_rate,
                       learning_rate=float(tf.convert_to_tensor(inner_optimizer(self.model.optimizer).learning_rate)),
                       elapsed_seconds=now - self.t_start)
@@ -67,8 +76,9 @@ class MetricsLogger(keras.callbacks.Callback):
             self.writer.flush()
         eta = (self.num_steps - step) / max(step - self.start_step, 1) * (now - self.t_start)
         shown = " ".join(f"{k} {record[k]:.4g}" for k in sorted(logs or {}))
-        logging.info("step %d/%d  %s  lr %.3g  %.0f ex/s  ETA %.0fs", step, self.num_steps, shown,
-                     record["learning_rate"], window_rate, eta)
+        mfu = f"  MFU {record['mfu']:.3f}" if "mfu" in record else ""
+        logging.info("step %d/%d  %s  lr %.3g  %.0f ex/s%s  ETA %.0fs", step, self.num_steps, shown,
+                     record["learning_rate"], window_rate, mfu, eta)
         self.last_logs = record
         self.last_step, self.t_last = step, now
         self.model.reset_metrics()
@@ -78,6 +88,12 @@ class MetricsLogger(keras.callbacks.Callback):
             # A run too short for two windows: fall back to the whole run, start-up included.
             self.examples_per_sec = ((self.last_step - self.start_step) * self.batch
                                      / max(self.t_last - self.t_start, 1e-9))
+
+    def throughput(self):
+        """The run's examples/s, tokens/s, model FLOP/s and MFU (None where unknown)."""
+        return {"examples_per_sec": self.examples_per_sec,
+                **throughput.derived(self.examples_per_sec, self.flops_per_example,
+                                     self.tokens_per_example, self.peak_flops)}
 
 
 class CheckpointSaver(keras.callbacks.Callback):

@@ -16,7 +16,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfscale import (callbacks, checkpoint, config as config_lib, data, distribute, evaluation,
-                     export, io, models, optim, precision, trainer, workdir as workdir_lib)
+                     export, io, models, optim, precision, throughput, trainer,
+                     workdir as workdir_lib)
 
 
 def _jit_compile(setting, device_kind, num_replicas):
@@ -49,9 +50,9 @@ class Run:
         self.strategy = distribute.build_strategy(config.distribute)
         self.num_replicas = self.strategy.num_replicas_in_sync
         config_lib.check_replicas(config, self.num_replicas)
-        kind = distribute.device_kind(self.strategy)
-        self.policy = precision.resolve(config.precision, kind)
-        self.jit_compile = _jit_compile(config.train.jit_compile, kind, self.num_replicas)
+        self.device_kind = distribute.device_kind(self.strategy)
+        self.policy = precision.resolve(config.precision, self.device_kind)
+        self.jit_compile = _jit_compile(config.train.jit_compile, self.device_kind, self.num_replicas)
         self.data = data.load(config.data, config.model.get("seq_len"))
         data.check_batch_size(self.data.info.num_train, config.train.batch_size)
         workdir_lib.check(workdir, config)
@@ -96,8 +97,11 @@ class Run:
         checkpoint.restore_latest(self.manager)
         start = self.step
         writer = tf.summary.create_file_writer(os.path.join(self.workdir, "tensorboard")) if self.chief else None
-        logger = callbacks.MetricsLogger(self.own_dir, c.train.log_every_steps, c.train.batch_size,
-                                         c.train.num_steps, writer)
+        logger = callbacks.MetricsLogger(
+            self.own_dir, c.train.log_every_steps, c.train.batch_size, c.train.num_steps, writer,
+            flops_per_example=models.training_flops_per_example(self.network),
+            tokens_per_example=getattr(self.network, "tokens_per_example", None),
+            peak_flops=throughput.peak_flops(self.device_kind, self.num_replicas))
         if start >= c.train.num_steps:
             logging.info("already trained: step %d of %d", start, c.train.num_steps)
             return logger
@@ -149,7 +153,8 @@ def train(config, workdir, callbacks=()):
         "examples_seen": run.step * c.train.batch_size,
         "train_loss": logger.last_logs.get("loss", previous.get("train_loss")),
         "eval_loss": float(results["loss"]),
-        "examples_per_sec": logger.examples_per_sec or previous.get("examples_per_sec"),
+        **{k: v if v is not None else previous.get(k) for k, v in logger.throughput().items()},
+        "peak_flops": logger.peak_flops,
         "strategy": distribute.strategy_name(run.strategy),
         "num_replicas": run.num_replicas,
         "precision": run.policy,
@@ -163,8 +168,7 @@ def train(config, workdir, callbacks=()):
             non_embedding_params=run.network.non_embedding_params,
             flops_per_token=run.network.training_flops_per_token,
             num_tokens=summary["examples_seen"] * tokens,
-            bits_per_byte=summary["eval_loss"] / math.log(2),
-            tokens_per_sec=summary["examples_per_sec"] * tokens if summary["examples_per_sec"] else None)
+            bits_per_byte=summary["eval_loss"] / math.log(2))
     if "accuracy" in results:
         summary["eval_accuracy"] = float(results["accuracy"])
         summary["train_accuracy"] = logger.last_logs.get("accuracy", previous.get("train_accuracy"))
