@@ -14,7 +14,7 @@ from tfscale.config import ConfigError
 EXIT_USAGE = 2
 
 
-def _fail(message):
+def fail(message):
     text = str(message).strip()
     print(f"error: {text.splitlines()[0] if text else type(message).__name__}", file=sys.stderr)
     sys.exit(EXIT_USAGE)
@@ -31,7 +31,7 @@ def _check_config_files(argv):
     for arg in argv[1:]:
         name, _, value = arg.partition("=")
         if name == "--config" and value and not os.path.isfile(value.split(":")[0]):
-            _fail(f"config file {value.split(':')[0]} not found (flag --config)")
+            fail(f"config file {value.split(':')[0]} not found (flag --config)")
 
 
 def _parse_error(error, argv):
@@ -54,15 +54,15 @@ def run(main):
     try:
         flags.FLAGS(sys.argv)
     except Exception as e:  # pylint: disable=broad-except  (flag parsing: always a user mistake)
-        _fail(_parse_error(e, sys.argv))
+        fail(_parse_error(e, sys.argv))
 
     def _main(argv):
         if len(argv) > 1:
-            _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+            fail(f"unexpected arguments: {' '.join(argv[1:])}")
         logging.set_verbosity(logging.INFO)
         try:
             main()
         except ConfigError as e:
-            _fail(e)
+            fail(e)
 
     app.run(_main, argv=sys.argv[:1])

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -109,3 +110,22 @@ def test_default_digits_mlp_reaches_95_percent_test_accuracy(tmp_path):
     from experiments.configs import digits_mlp  # pylint: disable=import-outside-toplevel
     summary = tfscale.train(digits_mlp.get_config(), str(tmp_path))
     assert summary["eval_accuracy"] >= 0.95
+
+
+class Sleep(tf_keras.callbacks.Callback):
+    """A known workload: every update takes at least 20 ms."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(0.02)
+
+
+def test_throughput_figures_match_a_known_workload(tmp_path):
+    config = tiny_config(train__num_steps=30, train__log_every_steps=5, export__saved_model=False)
+    summary = tfscale.train(config, str(tmp_path), callbacks=[Sleep()])
+    ceiling = 32 / 0.02  # examples per second if the update itself took no time
+    assert 0.6 * ceiling < summary["examples_per_sec"] <= ceiling
+    assert summary["model_flops_per_sec"] == pytest.approx(summary["examples_per_sec"] * summary["flops_per_example"])
+    assert summary["mfu"] == pytest.approx(summary["model_flops_per_sec"] / summary["peak_flops"])
+    with open(os.path.join(str(tmp_path), "metrics.jsonl")) as f:
+        windows = [json.loads(line) for line in f][1:]  # the first window includes tracing
+    assert all(0.6 * ceiling < w["examples_per_sec"] <= ceiling for w in windows)

@@ -34,7 +34,7 @@ def lookup(device_name):
     return None
 
 
-def cpu_matmul_peak(size=1024, repeats=10):
+def cpu_matmul_peak(size=2048, repeats=5):
     """Measured float32 matmul FLOP/s of this host's CPU (best of `repeats`), cached per process."""
     global _cpu_peak  # pylint: disable=global-statement
     if _cpu_peak is None:

@@ -1,0 +1,250 @@
+"""Side-by-side training benchmarks: tfscale's trainer against plain Keras, accumulation, memory, MFU.
+
+Each comparison builds both sides once (compiled, traced, warmed up), then times them in
+alternation, `repeats` times, so machine noise hits both alike; ratios are medians of the
+per-round ratios. Memory is measured in a fresh process per setting (peak RSS on CPU, the
+allocator's peak on GPU), because a process's peak never goes down.
+"""
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfscale import data, distribute, models, precision, throughput, trainer
+
+SETTINGS = {  # model and batch sizes per mode; `tiny` is for tests
+    "tiny": dict(mlp=dict(width=64, depth=2), features=32, micro_batch=16, accum=4, steps=3, repeats=2,
+                 lm=dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, seq_len=16), lm_batch=4),
+    "quick": dict(mlp=dict(width=1024, depth=3), features=256, micro_batch=128, accum=8, steps=10,
+                  repeats=5, lm=dict(num_layers=4, d_model=256, num_heads=4, d_ff=1024, seq_len=128),
+                  lm_batch=16),
+    "full": dict(mlp=dict(width=2048, depth=4), features=512, micro_batch=256, accum=8, steps=30,
+                 repeats=7, lm=dict(num_layers=8, d_model=512, num_heads=8, d_ff=2048, seq_len=256),
+                 lm_batch=32),
+}
+
+
+@dataclasses.dataclass
+class Case:
+    """One trainable setting, ready to be timed for `steps` updates at a time."""
+    name: str
+    model: keras.Model
+    dataset: tf.data.Dataset
+    batch_size: int
+
+    def __post_init__(self):
+        self.iterator = iter(self.dataset)
+        self.time(1)  # trace and warm up
+
+    def time(self, steps):
+        """Examples per second over `steps` updates."""
+        start = time.perf_counter()
+        self.model.fit(self.iterator, steps_per_epoch=steps, epochs=1, verbose=0)
+        return steps * self.batch_size / (time.perf_counter() - start)
+
+
+def _synthetic(batch_size, features, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((max(batch_size, 1024), features)).astype(np.float32)
+    y = rng.integers(0, classes, len(x)).astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch_size, drop_remainder=True).prefetch(4)
+
+
+def _tokens(batch_size, seq_len, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (max(batch_size, 64), seq_len + 1)).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((x[:, :-1], x[:, 1:]))
+    return ds.repeat().batch(batch_size, drop_remainder=True).prefetch(4)
+
+
+def _mlp(setting):
+    info = data.DataInfo("synthetic", (setting["features"],), 10, 1.0, 0, 0)
+    keras.utils.set_random_seed(0)
+    return models.MODELS["mlp"](info, **setting["mlp"])
+
+
+def _lm(setting):
+    info = data.DataInfo("pycode", (setting["lm"]["seq_len"],), 256, 1.0, 0, 0)
+    keras.utils.set_random_seed(0)
+    return models.MODELS["transformer_lm"](info, **setting["lm"])
+
+
+def _loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _optimizer(policy):
+    return precision.wrap_optimizer(keras.optimizers.AdamW(1e-4), policy)
+
+
+def _tfscale(network, accum, policy, jit=False):
+    model = trainer.AccumulatingModel(network, accum)
+    model.compile(_optimizer(policy), _loss(), jit_compile=jit)
+    return model
+
+
+def interleaved(cases, steps, repeats):
+    """{name: [examples/s per round]}, timing the cases in turn in every round."""
+    rates = {c.name: [] for c in cases}
+    for _ in range(repeats):
+        for case in cases:
+            rates[case.name].append(case.time(steps))
+    return rates
+
+
+def median_ratio(numerator, denominator):
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+def trainer_vs_fit(setting, policy):
+    b = setting["micro_batch"]
+    plain = _mlp(setting)
+    plain.compile(_optimizer(policy), _loss())
+    cases = [Case("tfscale", _tfscale(_mlp(setting), 1, policy), _synthetic(b, setting["features"]), b),
+             Case("keras_fit", plain, _synthetic(b, setting["features"]), b)]
+    rates = interleaved(cases, setting["steps"], setting["repeats"])
+    return median_ratio(rates["tfscale"], rates["keras_fit"]), rates
+
+
+def accum8_vs_accum1(setting, policy):
+    b, k = setting["micro_batch"], setting["accum"]
+    cases = [Case(f"accum{k}", _tfscale(_mlp(setting), k, policy), _synthetic(k * b, setting["features"]), k * b),
+             Case("accum1", _tfscale(_mlp(setting), 1, policy), _synthetic(b, setting["features"]), b)]
+    rates = interleaved(cases, setting["steps"], setting["repeats"])
+    return median_ratio(rates[f"accum{k}"], rates["accum1"]), rates
+
+
+def mfu(setting, policy, device_kind):
+    """MFU of the LM, XLA on and off (off only where XLA cannot run)."""
+    b = setting["lm_batch"]
+    peak = throughput.peak_flops(device_kind, 1)
+    network = _lm(setting)
+    flops = models.training_flops_per_example(network)
+    cases = [Case("jit_off", _tfscale(network, 1, policy, jit=False), _tokens(b, setting["lm"]["seq_len"]), b),
+             Case("jit_on", _tfscale(_lm(setting), 1, policy, jit=True), _tokens(b, setting["lm"]["seq_len"]), b)]
+    rates = interleaved(cases, setting["steps"], setting["repeats"])
+    result = {name: statistics.median(r) * flops / peak for name, r in rates.items()}
+    return result, {"rates": rates, "peak_flops": peak, "flops_per_example": flops,
+                    "num_params": models.num_params(network)}
+
+
+def _reset_peak_memory(device_kind):
+    """Starts a new peak: the allocator's on GPU; on Linux, the process's high-water mark
+    (writing 5 to /proc/self/clear_refs resets VmHWM), so import-time spikes do not count."""
+    if device_kind == "GPU":
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        logging.warning("cannot reset the peak RSS; memory figures include start-up")
+
+
+def _peak_memory_bytes(device_kind):
+    if device_kind == "GPU":
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def memory_probe(setting_name, policy, accum, batch_size):
+    """Run in a fresh process: peak memory of training the LM with `accum` micro-batches."""
+    setting = SETTINGS[setting_name]
+    strategy = distribute.build_strategy(_OneDevice())
+    kind = distribute.device_kind(strategy)
+    precision.set_policy(policy)
+    model = _tfscale(_lm(setting), accum, policy)
+    dataset = _tokens(batch_size, setting["lm"]["seq_len"])
+    _reset_peak_memory(kind)
+    before = _peak_memory_bytes(kind)
+    model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+    return {"peak_bytes": _peak_memory_bytes(kind), "before_bytes": before}
+
+
+class _OneDevice:
+    strategy, cpu_devices, tpu = "one_device", 0, ""
+
+
+def memory(setting_name, policy):
+    """Peak memory of batch k*b by accumulation vs plain b vs plain k*b, one process each."""
+    setting = SETTINGS[setting_name]
+    b, k = setting["lm_batch"], setting["accum"]
+    out = {}
+    for name, accum, batch in (("plain_b", 1, b), ("accum_kb", k, k * b), ("plain_kb", 1, k * b)):
+        cmd = [sys.executable, "-m", "experiments.benchmark", "--memory_probe",
+               json.dumps([setting_name, policy, accum, batch])]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        logging.info("memory %s: %.1f MiB peak", name, out[name]["peak_bytes"] / 2**20)
+    return out
+
+
+def run_all(setting_name, policy_name="auto"):
+    """All benchmarks of one setting; returns the benchmark.json dictionary."""
+    setting = SETTINGS[setting_name]
+    kind = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    policy = precision.resolve(policy_name, kind)
+    precision.set_policy(policy)
+    t0 = time.time()
+    ratio_fit, raw_fit = trainer_vs_fit(setting, policy)
+    logging.info("trainer_vs_fit %.3f", ratio_fit)
+    ratio_accum, raw_accum = accum8_vs_accum1(setting, policy)
+    logging.info("accum%d_vs_accum1 %.3f", setting["accum"], ratio_accum)
+    mfu_result, raw_mfu = mfu(setting, policy, kind)
+    logging.info("mfu %s", mfu_result)
+    mem = memory(setting_name, policy)
+    growth = {k: v["peak_bytes"] - v["before_bytes"] for k, v in mem.items()}
+    return {
+        "setting": setting_name, "device": _device_name(kind), "precision": policy,
+        "trainer_vs_fit": ratio_fit,
+        "accum8_vs_accum1": ratio_accum,
+        "memory_accum_vs_plain_b": mem["accum_kb"]["peak_bytes"] / mem["plain_b"]["peak_bytes"],
+        "memory_growth_accum_vs_plain_b": growth["accum_kb"] / max(growth["plain_b"], 1),
+        "mfu": mfu_result["jit_off"], "mfu_jit": mfu_result["jit_on"],
+        "raw": {"trainer_vs_fit": raw_fit, "accum8_vs_accum1": raw_accum, "mfu": raw_mfu,
+                "memory": mem, "memory_growth_bytes": growth, "setting": setting},
+        "wall_seconds": time.time() - t0,
+    }
+
+
+def _device_name(kind):
+    if kind == "GPU":
+        gpu = tf.config.list_physical_devices("GPU")[0]
+        return tf.config.experimental.get_device_details(gpu).get("device_name", "GPU")
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def markdown(result):
+    """The benchmark table."""
+    mib = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
+    mem = result["raw"]["memory"]
+    growth = result["raw"]["memory_growth_bytes"]
+    rows = [
+        ("trainer_vs_fit (examples/s ratio)", f"{result['trainer_vs_fit']:.3f}", ">= 1.0"),
+        ("accum8_vs_accum1 (examples/s ratio, same micro-batch)", f"{result['accum8_vs_accum1']:.3f}", ">= 0.97"),
+        ("peak memory: accum k*b / plain b", f"{result['memory_accum_vs_plain_b']:.3f} "
+         f"({mib(mem['accum_kb']['peak_bytes'])} / {mib(mem['plain_b']['peak_bytes'])}; plain k*b "
+         f"{mib(mem['plain_kb']['peak_bytes'])})", "<= 1.2"),
+        ("memory growth in training: accum k*b / plain b", f"{result['memory_growth_accum_vs_plain_b']:.3f} "
+         f"({mib(growth['accum_kb'])} / {mib(growth['plain_b'])}; plain k*b {mib(growth['plain_kb'])})", ""),
+        ("MFU, LM, XLA off", f"{result['mfu']:.3f}", ">= 0.4"),
+        ("MFU, LM, XLA on", f"{result['mfu_jit']:.3f}", ""),
+    ]
+    head = (f"Device: {result['device']}, precision {result['precision']}, setting "
+            f"`{result['setting']}` ({result['wall_seconds']:.0f} s)\n\n")
+    return head + "| benchmark | measured | goal |\n|---|---|---|\n" + "\n".join(
+        f"| {a} | {b} | {c} |" for a, b, c in rows) + "\n"
