@@ -58,9 +58,10 @@ class Muon(keras.optimizers.Optimizer):
 
     def uses_muon(self, variable):
         """Whether `variable` takes the Muon update (else AdamW)."""
+        names = getattr(self, "_exclude_from_muon_names", [])
         return (variable.shape.rank >= 2
                 and self._var_key(variable) not in getattr(self, "_exclude_from_muon", [])
-                and not any(re.search(n, variable.name) for n in getattr(self, "_exclude_from_muon_names", [])))
+                and not any(re.search(n, variable.name) for n in names))
 
     def build(self, var_list):
         super().build(var_list)
@@ -94,7 +95,7 @@ class Muon(keras.optimizers.Optimizer):
     def _muon_direction(self, grad, buf):
         momentum = tf.cast(self.momentum, grad.dtype)
         buf.assign(momentum * buf + grad)
-        direction = buf if self.nesterov else tf.convert_to_tensor(buf)
+        direction = grad + momentum * buf if self.nesterov else tf.convert_to_tensor(buf)
         shape = direction.shape
         matrix = tf.reshape(direction, [-1, shape[-1]])  # (in, out); conv: (kh*kw*cin, cout)
         scale = 0.2 * max(matrix.shape) ** 0.5
