@@ -23,13 +23,14 @@ from tfscale import data, distribute, models, precision, throughput, trainer
 
 SETTINGS = {  # model and batch sizes per mode; `tiny` is for tests
     "tiny": dict(mlp=dict(width=64, depth=2), features=32, micro_batch=16, accum=4, steps=3, repeats=2,
-                 lm=dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, seq_len=16), lm_batch=4),
-    "quick": dict(mlp=dict(width=1024, depth=3), features=256, micro_batch=128, accum=8, steps=10,
-                  repeats=5, lm=dict(num_layers=4, d_model=256, num_heads=4, d_ff=1024, seq_len=128),
-                  lm_batch=16),
-    "full": dict(mlp=dict(width=2048, depth=4), features=512, micro_batch=256, accum=8, steps=30,
-                 repeats=7, lm=dict(num_layers=8, d_model=512, num_heads=8, d_ff=2048, seq_len=256),
-                 lm_batch=32),
+                 lm=dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, seq_len=16), lm_batch=4,
+                 lm_steps=2, lm_repeats=2),
+    "quick": dict(mlp=dict(width=1024, depth=3), features=256, micro_batch=128, accum=8, steps=40,
+                  repeats=7, lm=dict(num_layers=4, d_model=256, num_heads=4, d_ff=1024, seq_len=128),
+                  lm_batch=16, lm_steps=8, lm_repeats=5),
+    "full": dict(mlp=dict(width=2048, depth=4), features=512, micro_batch=256, accum=8, steps=60,
+                 repeats=9, lm=dict(num_layers=8, d_model=512, num_heads=8, d_ff=2048, seq_len=256),
+                 lm_batch=32, lm_steps=10, lm_repeats=7),
 }
 
 
@@ -131,7 +132,7 @@ def mfu(setting, policy, device_kind):
     flops = models.training_flops_per_example(network)
     cases = [Case("jit_off", _tfscale(network, 1, policy, jit=False), _tokens(b, setting["lm"]["seq_len"]), b),
              Case("jit_on", _tfscale(_lm(setting), 1, policy, jit=True), _tokens(b, setting["lm"]["seq_len"]), b)]
-    rates = interleaved(cases, setting["steps"], setting["repeats"])
+    rates = interleaved(cases, setting["lm_steps"], setting["lm_repeats"])
     result = {name: statistics.median(r) * flops / peak for name, r in rates.items()}
     return result, {"rates": rates, "peak_flops": peak, "flops_per_example": flops,
                     "num_params": models.num_params(network)}
