@@ -124,8 +124,12 @@ class Run:
         return self.model.evaluate(ds, verbose=0, return_dict=True)
 
     def export(self):
-        """SavedModel under export/saved_model, verified against Keras on held-out inputs."""
-        path = os.path.join(self.workdir, "export", "saved_model")
+        """SavedModel under export/saved_model, verified against Keras on held-out inputs.
+
+        Every worker saves (saving distributed variables is collective); only the chief's copy
+        lands in the workdir, the others go to their own folders.
+        """
+        path = os.path.join(self.own_dir, "export", "saved_model")
         sample = self.data.eval[0][: self.config.eval.batch_size]
         check = export.save_saved_model(self.network, path, sample, self.classifier)
         logging.info("exported %s (max abs diff vs Keras %.2g)", path, check["max_abs_diff"])
@@ -172,13 +176,13 @@ def train(config, workdir, callbacks=()):
     if "accuracy" in results:
         summary["eval_accuracy"] = float(results["accuracy"])
         summary["train_accuracy"] = logger.last_logs.get("accuracy", previous.get("train_accuracy"))
+    if c.export.saved_model:
+        summary["export"] = run.export()
     if run.chief:
-        if c.export.saved_model:
-            summary["export"] = run.export()
-            if run.classifier:
-                report = evaluation.evaluate_workdir(workdir, run.data, run.step)
-                logging.info("eval.json: accuracy %.4f, macro F1 %.4f", report["accuracy"],
-                             report["macro"]["f1"])
+        if c.export.saved_model and run.classifier:
+            report = evaluation.evaluate_workdir(workdir, run.data, run.step)
+            logging.info("eval.json: accuracy %.4f, macro F1 %.4f", report["accuracy"],
+                         report["macro"]["f1"])
         summary["wall_seconds"] = time.time() - t0
         io.write_json(summary_path, summary)
     logging.info("done: %s", {k: summary[k] for k in ("steps", "eval_loss", "eval_accuracy") if k in summary})
