@@ -103,3 +103,17 @@ def test_synthetic_is_learnable_and_fixed():
     a, b = data.load(tiny_config(data__name="synthetic").data), data.load(tiny_config(data__name="synthetic").data)
     np.testing.assert_array_equal(a.train[0], b.train[0])
     assert len(np.unique(a.train[1])) > 5
+
+
+def test_workers_starting_together_prepare_digits_once(tmp_path):
+    """Several processes on a fresh data dir: one prepares, the others wait and read it."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    code = ("import sys, tfscale; from tfscale import data; from tfscale.config import defaults; "
+            "c = defaults(); c.data.data_dir = sys.argv[1]; print(data.load(c.data).info.num_train)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert out.strip().splitlines()[-1] == "1437"

@@ -70,7 +70,7 @@ def _run_case(name, tmp):
     workdir_arg = [a for a in args if a.startswith("--workdir=")] or [f"--workdir={workdir}"]
     rest = [a for a in args if not a.startswith(("--config=", "--workdir="))]
     before = _snapshot(workdir)
-    env = dict(os.environ, TFDS_DATA_DIR=os.path.join(tmp, "tfds_home"))
+    env = dict(os.environ, TFDS_DATA_DIR=os.path.join(tmp, name, "tfds_home"))  # no shared prepare
     proc = subprocess.run([sys.executable, "-m", "experiments.train", *config, *workdir_arg, *rest],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     return proc, fragment.format(tmp=tmp), before, _snapshot(workdir)

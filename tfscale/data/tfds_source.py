@@ -1,4 +1,7 @@
 """Loading tfds data sets, embedded or public, into memory without ever touching the network."""
+import fcntl
+import os
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -16,7 +19,13 @@ def builder_for(data_config, builder_cls=None):
     if builder_cls is not None:
         builder = builder_cls(data_dir=data_dir)
         if not builder.is_prepared():
-            builder.download_and_prepare()
+            # Workers of one job may start together: one prepares, the others wait for it.
+            os.makedirs(data_dir, exist_ok=True)
+            with open(os.path.join(data_dir, f".{builder.name}.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                builder = builder_cls(data_dir=data_dir)  # reads what another worker prepared
+                if not builder.is_prepared():
+                    builder.download_and_prepare()
         return builder
     try:
         builder = tfds.builder(data_config.name, data_dir=data_dir)
