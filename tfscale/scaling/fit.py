@@ -1,0 +1,141 @@
+"""Fitting a scaling law the way Hoffmann et al. (2022, Approach 3) do, with honest uncertainty.
+
+The objective is the Huber loss (delta 1e-3) between log L predicted through LogSumExp and the
+observed log L, *summed* over points (Besiroglu et al. 2024 showed that averaging it, with
+L-BFGS's default tolerances, stops the optimiser early and biases the fit). It is minimised with
+scipy's L-BFGS from every point of a grid of initialisations, and the best optimum is kept.
+The objective and its gradient are vectorised over points (NumPy), so a 245-point fit from the
+full 4,500-point grid takes seconds. Bootstrap refits (resampling points) give intervals for every
+parameter and for anything derived from them.
+"""
+import itertools
+
+from absl import logging
+import numpy as np
+from scipy import optimize
+
+from tfscale.scaling import laws as laws_lib
+
+HUBER_DELTA = 1e-3
+# Hoffmann et al.'s grid: e in {-1, -.5, 0, .5, 1}, a_j in {0, 5, ..., 25}, alpha_j in {0, .5, ..., 2}.
+GRID = {"e": np.arange(-1.0, 1.01, 0.5), "a": np.arange(0.0, 25.1, 5.0), "alpha": np.arange(0.0, 2.01, 0.5)}
+
+
+def huber(r, delta=HUBER_DELTA):
+    abs_r = np.abs(r)
+    return np.where(abs_r <= delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
+
+
+def objective(theta, x, y, k, delta=HUBER_DELTA, weights=None):
+    """Summed Huber loss of log L and its gradient, for one parameter vector `theta`.
+
+    `weights` (one per point) lets a bootstrap resample be a weighted fit of the unique points.
+    """
+    terms = np.empty((x.shape[0], 1 + k))  # (e, a_j - alpha_j x_j) per point
+    terms[:, 0] = theta[0]
+    terms[:, 1:] = theta[1:1 + k] - theta[1 + k:] * x
+    top = terms.max(axis=-1, keepdims=True)
+    exp = np.exp(terms - top)
+    total = exp.sum(axis=-1)
+    r = top[:, 0] + np.log(total) - y  # LogSumExp - log L
+    abs_r = np.abs(r)
+    small = abs_r <= delta
+    h = np.where(small, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
+    dr = np.clip(r, -delta, delta)  # d huber / d r
+    if weights is not None:
+        h, dr = h * weights, dr * weights
+    w = exp * (dr / total)[:, None]  # d objective / d term (softmax weights), [n, 1+k]
+    wa = w[:, 1:].sum(axis=0)
+    grad = np.concatenate([[w[:, 0].sum()], wa, -np.einsum("nk,nk->k", w[:, 1:], x)])
+    return float(h.sum()), grad
+
+
+def grid(k):
+    """All initialisations for a law with k terms, [m, 1+2k]."""
+    axes = [GRID["e"]] + [GRID["a"]] * k + [GRID["alpha"]] * k
+    return np.array(list(itertools.product(*axes)), np.float64)
+
+
+def _minimize(theta0, x, y, k, weights=None):
+    result = optimize.minimize(objective, theta0, args=(x, y, k, HUBER_DELTA, weights), jac=True,
+                               method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-12, "ftol": 1e-15})
+    return result.fun, result.x
+
+
+def minimize(x, y, k, inits, weights=None):
+    """Best L-BFGS optimum over initialisations `inits` [m, 1+2k] -> (objective, theta, optima).
+
+    `optima` is every (objective, theta) pair, best first: bootstrap refits start from the best few.
+    """
+    optima = sorted((_minimize(t, x, y, k, weights) for t in inits), key=lambda o: o[0])
+    return optima[0][0], optima[0][1], optima
+
+
+def _distinct(optima, count):
+    kept = []
+    for value, theta in optima:
+        if all(np.max(np.abs(theta - t)) > 1e-3 for _, t in kept):
+            kept.append((value, theta))
+        if len(kept) == count:
+            break
+    return np.array([t for _, t in kept])
+
+
+def goodness(law, params, rows):
+    """R^2 and RMSE of the loss itself (not its log), and the largest relative error."""
+    observed = np.array([float(r["loss"]) for r in rows])
+    predicted = law.predict(params, rows)
+    residual = observed - predicted
+    total = np.sum((observed - observed.mean()) ** 2)
+    return {
+        "r2": float(1 - np.sum(residual ** 2) / total) if total > 0 else float("nan"),
+        "rmse": float(np.sqrt(np.mean(residual ** 2))),
+        "max_rel_error": float(np.max(np.abs(residual) / observed)),
+    }
+
+
+def fit(rows, law=None, inits=None, bootstrap=0, seed=0, derived=None, restarts=4):
+    """Fits `law` (a `Law` or a name; default: `laws.choose(rows)`) to result rows.
+
+    rows: dicts with `loss` and the law's columns. bootstrap: number of resampled refits; each
+    starts from the `restarts` best distinct optima of the full fit. derived: optional function
+    params -> {name: float or list} whose bootstrap intervals are reported too.
+    Returns {"law", "formula", "params", "objective", "n_points", "r2", "rmse", "ci", "samples"}.
+    """
+    law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
+    if len(rows) < len(law.param_names):
+        raise ValueError(f"{len(rows)} points cannot fit the {len(law.param_names)} parameters of {law.formula}")
+    x, y = law.features(rows), np.log([float(r["loss"]) for r in rows])
+    inits = grid(law.num_terms) if inits is None else np.atleast_2d(inits)
+    value, theta, optima = minimize(x, y, law.num_terms, inits)
+    params = law.to_params(theta)
+    out = {"law": law.name, "formula": law.formula, "params": params, "objective": value,
+           "n_points": len(rows), **goodness(law, params, rows)}
+    if bootstrap:
+        starts = _distinct(optima, restarts)
+        rng = np.random.default_rng(seed)
+        samples = []
+        for i in range(bootstrap):
+            weights = np.bincount(rng.integers(0, len(rows), len(rows)), minlength=len(rows)).astype(np.float64)
+            _, t, _ = minimize(x, y, law.num_terms, starts, weights)
+            p = law.to_params(t)
+            samples.append({**p, **(derived(p) if derived else {})})
+            if (i + 1) % max(1, bootstrap // 5) == 0:
+                logging.info("bootstrap %d/%d", i + 1, bootstrap)
+        out["samples"] = samples
+        out["ci"] = intervals(samples)
+    return out
+
+
+def intervals(samples, level=0.95):
+    """Percentile intervals of every numeric (scalar or list) entry of the bootstrap samples."""
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    ci = {}
+    for key, first in samples[0].items():
+        if not isinstance(first, (int, float, list)):
+            continue
+        values = np.array([s[key] for s in samples], np.float64)
+        values[~np.isfinite(values)] = np.nan
+        ci[key] = np.stack([np.nanpercentile(values, lo, axis=0),
+                            np.nanpercentile(values, hi, axis=0)], -1).tolist()
+    return ci

@@ -1,0 +1,124 @@
+"""What a fitted law says to do: compute-optimal allocations, the compute to reach a loss, isoFLOPs.
+
+With C = 6ND, minimising L(N, D) = E + A/N^alpha + B/D^beta under fixed C has a closed form
+(Hoffmann et al. 2022, Appendix D): N_opt = G (C/6)^a, D_opt = (C/6)^b / G with
+G = (alpha A / (beta B))^(1/(alpha+beta)), a = beta/(alpha+beta), b = alpha/(alpha+beta).
+Small models spend a large share of their FLOPs outside the 6N weight matmuls (attention,
+embeddings), so the model's own FLOP count per token can be used instead: it is fitted from the
+sweep's rows as a power law in N and the allocation is then found numerically.
+"""
+import math
+
+import numpy as np
+from scipy import optimize
+
+
+def flops_per_token_fn(rows=None):
+    """A function N -> training FLOPs per token: 6N, or a power law fitted to the rows' own counts."""
+    if rows is None:
+        return lambda n: 6.0 * n
+    n = np.array([float(r["num_params"]) for r in rows])
+    per_token = np.array([float(r["flops"]) / float(r["num_tokens"]) for r in rows])
+    if len(set(n)) < 2:
+        ratio = float(np.median(per_token / n))
+        return lambda m: ratio * m
+    slope, intercept = np.polyfit(np.log(n), np.log(per_token), 1)
+    return lambda m: math.exp(intercept) * m ** slope
+
+
+def _loss(p, n, d):
+    return p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]
+
+
+def compute_optimal(params, flops, per_token=None):
+    """(N_opt, D_opt) for a compute budget `flops` under the Chinchilla law `params`.
+
+    per_token: None for C = 6ND (closed form), else a function N -> FLOPs per token.
+    """
+    a, b = params["alpha"], params["beta"]
+    if per_token is None:
+        g = (a * params["A"] / (b * params["B"])) ** (1 / (a + b))
+        return g * (flops / 6) ** (b / (a + b)), (flops / 6) ** (a / (a + b)) / g
+    n6, _ = compute_optimal(params, flops)  # the 6ND optimum brackets the search
+
+    def loss_at(log_n):
+        n = math.exp(log_n)
+        return _loss(params, n, flops / per_token(n))
+
+    result = optimize.minimize_scalar(loss_at, bounds=(math.log(n6) - 10, math.log(n6) + 10),
+                                      method="bounded", options={"xatol": 1e-9})
+    n = math.exp(result.x)
+    return n, flops / per_token(n)
+
+
+def optimal_loss(params, flops, per_token=None):
+    n, d = compute_optimal(params, flops, per_token)
+    return _loss(params, n, d)
+
+
+def target_loss(params, loss, per_token=None):
+    """The smallest-compute (N, D, C) predicted to reach `loss`; None when loss <= E.
+
+    For C = 6ND the optimum balances the two terms, alpha A/N^alpha = beta B/D^beta, which
+    gives N and D directly; otherwise C is found by root finding on the optimal loss.
+    """
+    e, a, b = params["E"], params["alpha"], params["beta"]
+    if loss <= e:
+        return None
+    if per_token is None:
+        x = (loss - e) * b / (a + b)  # A / N^alpha at the optimum
+        y = (loss - e) * a / (a + b)  # B / D^beta
+        n, d = (params["A"] / x) ** (1 / a), (params["B"] / y) ** (1 / b)
+        return n, d, 6 * n * d
+    log_c = optimize.brentq(lambda lc: optimal_loss(params, math.exp(lc), per_token) - loss, 0.0, 250.0,
+                            xtol=1e-10)
+    n, d = compute_optimal(params, math.exp(log_c), per_token)
+    return n, d, math.exp(log_c)
+
+
+def isoflop_groups(rows, tolerance=0.3):
+    """Rows grouped by compute budget: the `compute_budget` column if present, else flops within
+    `tolerance` (relative) of the smallest in the group. Only groups with at least 3 model sizes
+    are returned: fewer cannot show a minimum."""
+    if all("compute_budget" in r and r["compute_budget"] for r in rows):
+        keys = sorted({float(r["compute_budget"]) for r in rows})
+        groups = [[r for r in rows if float(r["compute_budget"]) == k] for k in keys]
+    else:
+        ordered = sorted(rows, key=lambda r: float(r["flops"]))
+        groups, current = [], []
+        for r in ordered:
+            if current and float(r["flops"]) > float(current[0]["flops"]) * (1 + tolerance):
+                groups.append(current)
+                current = []
+            current.append(r)
+        if current:
+            groups.append(current)
+    return [g for g in groups if len({float(r["num_params"]) for r in g}) >= 3]
+
+
+def isoflop_minima(rows):
+    """Approach 2: a parabola in log N through each isoFLOP profile; its vertex is N_opt(C).
+
+    A minimum at the edge of a profile's sizes (or a profile that does not curve upwards) is
+    flagged `at_edge`: the grid did not bracket the optimum, and it is left out of the power-law
+    fit N_opt = k C^a.
+    """
+    minima = []
+    for group in isoflop_groups(rows):
+        n = np.array([float(r["num_params"]) for r in group])
+        loss = np.array([float(r["loss"]) for r in group])
+        c = float(np.median([float(r["flops"]) for r in group]))
+        curve, slope, intercept = np.polyfit(np.log(n), loss, 2)
+        vertex = -slope / (2 * curve) if curve > 0 else float("nan")
+        at_edge = not (curve > 0 and np.log(n.min()) < vertex < np.log(n.max())) or loss.argmin() in (
+            n.argmin(), n.argmax())
+        n_opt = math.exp(vertex) if math.isfinite(vertex) else float(n[loss.argmin()])
+        minima.append({"flops": c, "num_params": n_opt, "num_tokens": c / (6 * n_opt),
+                       "loss": float(np.polyval([curve, slope, intercept], math.log(n_opt))), "at_edge": bool(at_edge),
+                       "points": len(group)})
+    inner = [m for m in minima if not m["at_edge"]]
+    out = {"minima": minima}
+    if len(inner) >= 2:
+        a, log_k = np.polyfit(np.log([m["flops"] for m in inner]), np.log([m["num_params"] for m in inner]), 1)
+        out["n_opt_exponent"], out["n_opt_coefficient"] = float(a), float(math.exp(log_k))
+    return out

@@ -1,0 +1,87 @@
+"""Sweep results: one JSON object a line (or CSV with the same columns), appended atomically.
+
+Columns: name, num_params, num_tokens, flops, loss, status (ok / failed), and any others. A
+sweep that searches a hyper-parameter writes a `group` per row; readers keep the best run of
+each group, so a fit sees one tuned run per (size, budget).
+"""
+import csv
+import fcntl
+import json
+import math
+import os
+
+REQUIRED = ("num_params", "num_tokens", "flops", "loss")
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read or has too few usable rows (one line for the user)."""
+
+
+def append(path, row):
+    """Appends `row` as one line, under an exclusive lock, in a single write: several sweep
+    processes (shards on machines sharing the folder) can append to the same file."""
+    line = (json.dumps(row, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read(path):
+    """Every row of a .jsonl or .csv file, as dicts (numbers parsed where they parse)."""
+    if not os.path.exists(path):
+        raise ResultsError(f"results file {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".csv"):
+            rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        else:
+            rows = []
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ResultsError(f"{path}:{i} is not a JSON object ({e.msg})") from None
+    return rows
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def usable(rows):
+    """Rows that finished: status ok (or no status, as in plain CSV files), with every required
+    column positive and finite; the last row of each name wins; the best of each group is kept."""
+    latest = {}
+    for i, r in enumerate(rows):
+        if r.get("status", "ok") != "ok":
+            continue
+        try:
+            ok = all(math.isfinite(float(r[c])) and float(r[c]) > 0 for c in REQUIRED)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if ok:
+            latest[r.get("name", i)] = r
+    best = {}
+    for key, r in latest.items():
+        group = r.get("group") or key
+        if group not in best or float(r["loss"]) < float(best[group]["loss"]):
+            best[group] = r
+    return list(best.values())
+
+
+def load(path, drop_highest_loss=0):
+    """Usable rows of a results file, without the `drop_highest_loss` highest-loss ones."""
+    rows = usable(read(path))
+    if drop_highest_loss:
+        rows = sorted(rows, key=lambda r: float(r["loss"]))[: len(rows) - drop_highest_loss]
+    if not rows:
+        raise ResultsError(f"{path} has no finished runs with {', '.join(REQUIRED)}")
+    return rows
