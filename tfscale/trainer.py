@@ -59,6 +59,8 @@ class AccumulatingModel(keras.Model):
     per example, or a name from `LOSSES`. `test_step` and `predict` behave as usual.
     """
 
+    unroll_micro_batches = False  # True: a Python loop over the k micro-batches (see train_step)
+
     def __init__(self, network, accum_steps=1, **kwargs):
         super().__init__(name=kwargs.pop("name", "accumulating"), **kwargs)
         if accum_steps < 1:
@@ -88,12 +90,17 @@ class AccumulatingModel(keras.Model):
     def _regularization(self):
         return tf.add_n(self.network.losses) if self.network.losses else tf.constant(0.0)
 
+    def training_losses(self, x, y, y_pred):
+        """One training loss per example; subclasses (e.g. distillation) may also look at `x`."""
+        del x
+        return self._per_example_loss(y, y_pred)
+
     def _micro_step(self, x, y, sample_weight, global_batch, reg_share):
         """Gradients (float32, unscaled) of one micro-batch's share of the update's loss."""
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             y_pred = self.network(x, training=True)
-            per_example = self._per_example_loss(y, tf.cast(y_pred, tf.float32))
+            per_example = self.training_losses(x, y, tf.cast(y_pred, tf.float32))
             if sample_weight is not None:
                 per_example = per_example * tf.cast(sample_weight, tf.float32)
             reg = tf.cast(self._regularization(), tf.float32)
@@ -125,6 +132,12 @@ class AccumulatingModel(keras.Model):
 
         if k == 1:
             grads = step(0)
+        elif self.unroll_micro_batches:
+            # Layers that synchronise replicas in their forward pass (tfmot's pruning and
+            # quantization wrappers) cannot run inside a loop under a multi-replica strategy.
+            grads = step(0)
+            for i in range(1, k):
+                grads = [a + g for a, g in zip(grads, step(i))]
         else:
             # All k micro-batches run inside one loop: a first one peeled off before it would be
             # a second graph region whose buffers the loop cannot reuse (~1.3x peak memory).
