@@ -1,7 +1,9 @@
 """What every experiment script shares: flag parsing and one-line errors.
 
 A user mistake (a bad flag, a missing config file, a `ConfigError`) is printed as one line on
-stderr with exit code 2, no traceback; anything else is a bug and keeps its traceback.
+stderr with exit code 2, no traceback; anything else is a bug and keeps its traceback. A run
+stopped by SIGTERM (preemption) saves a checkpoint, prints one line and exits 143 (128 + SIGTERM),
+so a restart policy reruns the command, which resumes.
 """
 import os
 import sys
@@ -60,9 +62,13 @@ def run(main):
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         logging.set_verbosity(logging.INFO)
+        from tfscale.callbacks import Preempted  # pylint: disable=import-outside-toplevel
         try:
             main()
         except ConfigError as e:
             fail(e)
+        except Preempted as e:
+            print(f"preempted: {e}", file=sys.stderr)
+            sys.exit(Preempted.EXIT_CODE)
 
     app.run(_main, argv=sys.argv[:1])

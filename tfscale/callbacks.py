@@ -1,9 +1,10 @@
-"""Keras callbacks of a run: metrics (JSON lines, TensorBoard, progress) and checkpoints.
+"""Keras callbacks of a run: metrics (JSON lines, TensorBoard, progress), checkpoints, preemption.
 
 Both count optimizer updates (`optimizer.iterations`), not Keras batches, so they stay right
 when a run resumes and when `steps_per_execution` runs several updates per call.
 """
-import os
+import signal
+import threading
 import time
 
 from absl import logging
@@ -34,7 +35,7 @@ class MetricsLogger(keras.callbacks.Callback):
         self.flops_per_example = flops_per_example
         self.tokens_per_example = tokens_per_example
         self.peak_flops = peak_flops
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = io.join(workdir, "metrics.jsonl")
         self.every = every_steps
         self.batch = global_batch_size
         self.num_steps = num_steps
@@ -96,23 +97,76 @@ class MetricsLogger(keras.callbacks.Callback):
                                      self.tokens_per_example, self.peak_flops)}
 
 
-class CheckpointSaver(keras.callbacks.Callback):
-    """Saves a `tf.train.CheckpointManager` checkpoint every `every_steps` updates and at the end."""
+class Preempted(Exception):
+    """Training stopped on SIGTERM after saving a checkpoint at `step`; re-run to resume."""
 
-    def __init__(self, manager, every_steps):
+    EXIT_CODE = 128 + signal.SIGTERM  # 143: what a shell reports for a SIGTERM'd process
+
+    def __init__(self, step, checkpoint_path):
+        super().__init__(f"preempted (SIGTERM) at step {step}: saved {checkpoint_path}; "
+                         "re-run the same command to resume")
+        self.step, self.checkpoint_path = step, checkpoint_path
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves a `tf.train.CheckpointManager` checkpoint every `every_steps` updates and at the end.
+
+    Preemption: while training, SIGTERM (how cloud VMs, Kubernetes and the local launcher announce
+    that a process is about to be stopped) only raises a flag. After the update in flight has
+    finished, a checkpoint is saved at that update and training stops; `preempted_at` is then the
+    step, and the caller exits cleanly (see `Preempted`). With several workers a signal reaches
+    them at different updates, or reaches only one, so they agree first: one all-reduce (sum) of
+    the flag per update, at the same update on every worker, so all save the same step together
+    (saving is collective). TensorFlow's `PreemptionCheckpointHandler` would agree through the
+    coordination service instead, but it does nothing on GCE CPU and TPU VMs and restores on
+    creation without falling back from an unreadable checkpoint, so it does not fit here.
+    """
+
+    def __init__(self, manager, every_steps, strategy=None):
         super().__init__()
         self.manager = manager
         self.every = every_steps
+        self.strategy = strategy
+        self.preempted_at = None
+        self._signalled = False
+        self._previous_handler = None
+        self._agree = _any_worker_fn(strategy) if _multi_worker(strategy) else None
 
     def on_train_begin(self, logs=None):
         self.last_step = int(self.model.optimizer.iterations.numpy())
+        self.preempted_at = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        else:
+            logging.warning("training outside the main thread: SIGTERM will not save a checkpoint")
+
+    def _on_sigterm(self, signum, frame):
+        del signum, frame
+        if not self._signalled:
+            logging.warning("SIGTERM received: saving a checkpoint after the current update")
+        self._signalled = True
+
+    def _preempted(self):
+        if self._agree is None:
+            return self._signalled
+        return bool(self._agree(tf.constant(float(self._signalled))).numpy() > 0)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        if _crossed(self.last_step, step, self.every):
+        if self._preempted():
+            if step != self.last_step:
+                self._save(step)
+            self.preempted_at = step
+            self.model.stop_training = True
+            logging.warning("preempted: checkpoint saved at step %d (%s); stopping", step,
+                            self.manager.latest_checkpoint)
+        elif _crossed(self.last_step, step, self.every):
             self._save(step)
 
     def on_train_end(self, logs=None):
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
         step = int(self.model.optimizer.iterations.numpy())
         if step != self.last_step:
             self._save(step)
@@ -120,3 +174,20 @@ class CheckpointSaver(keras.callbacks.Callback):
     def _save(self, step):
         self.manager.save(checkpoint_number=step)
         self.last_step = step
+
+
+def _multi_worker(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and resolver is not None and bool(resolver.cluster_spec().as_dict()))
+
+
+def _any_worker_fn(strategy):
+    """A function flag -> sum of `flag` over all replicas of `strategy` (a collective)."""
+
+    @tf.function
+    def any_worker(flag):
+        per_replica = strategy.run(lambda: tf.identity(flag))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return any_worker

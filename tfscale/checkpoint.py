@@ -3,15 +3,15 @@
 The data position needs no state of its own: the input order is a function of (seed, step) and
 the step is the optimizer's. An unreadable newest checkpoint falls back to the one before.
 """
-import os
-
 from absl import logging
 import tensorflow as tf
+
+from tfscale import io
 
 
 def manager_for(workdir, network, optimizer, keep):
     checkpoint = tf.train.Checkpoint(network=network, optimizer=optimizer)
-    directory = os.path.join(workdir, "checkpoints")
+    directory = io.join(workdir, "checkpoints")
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
 
 

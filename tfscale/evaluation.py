@@ -5,9 +5,7 @@ report can be computed after training, from a saved model, or in a test. The rep
 Python numbers and lists only, so it can be written with `json.dump` as it is.
 """
 import io
-import os
 import sys
-import tempfile
 
 import numpy as np
 from sklearn import metrics
@@ -147,18 +145,10 @@ def plot_confusion_matrix(matrix, path, class_names=None, title=None):
     The PNG is saved to a temporary file in the same folder and then renamed over `path`, so a
     reader (or a crash mid-write) never sees half a file.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    png = _render_png(matrix, class_names, title)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(png)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    from tfscale import io as io_lib  # pylint: disable=import-outside-toplevel
+
+    io_lib.makedirs(io_lib.dirname(path))
+    io_lib.write_bytes(path, _render_png(matrix, class_names, title))
 
 
 def confusion_matrix_image(matrix, class_names=None):
@@ -267,26 +257,24 @@ def evaluate_workdir(workdir, data=None, step=None):
     Writes `eval.json` (the report, plus the step), `confusion_matrix.png` and TensorBoard
     summaries into `workdir`, and returns the report. `data` may be passed to avoid reloading.
     """
-    import os  # pylint: disable=import-outside-toplevel
-
     from tfscale import data as data_lib, io, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
     from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
 
     config = workdir_lib.load_config(workdir)
-    model_path = os.path.join(workdir, "export", "saved_model")
-    if not os.path.isdir(model_path):
+    model_path = io.join(workdir, "export", "saved_model")
+    if not io.gfile.isdir(model_path):
         raise ConfigError(f"{workdir} has no exported model at {model_path}; train it with "
                           "export.saved_model=True")
     data = data or data_lib.load(config.data)
     inputs, labels = data.eval
     report = classification_report(labels, predict_saved_model(model_path, inputs, config.eval.batch_size))
-    summary_path = os.path.join(workdir, "summary.json")
+    summary_path = io.join(workdir, "summary.json")
     if step is None:
-        step = io.read_json(summary_path)["steps"] if os.path.exists(summary_path) else 0
+        step = io.read_json(summary_path)["steps"] if io.exists(summary_path) else 0
     report["step"] = step
     report["model_path"] = model_path
-    io.write_json(os.path.join(workdir, "eval.json"), report)
-    plot_confusion_matrix(report["confusion_matrix"], os.path.join(workdir, "confusion_matrix.png"),
+    io.write_json(io.join(workdir, "eval.json"), report)
+    plot_confusion_matrix(report["confusion_matrix"], io.join(workdir, "confusion_matrix.png"),
                           title=f"{config.data.name}: accuracy {report['accuracy']:.4f}")
-    write_tensorboard(report, os.path.join(workdir, "tensorboard"), step)
+    write_tensorboard(report, io.join(workdir, "tensorboard"), step)
     return report

@@ -1,28 +1,74 @@
-"""Files that are either whole or absent: write to a temporary name, then rename into place."""
+"""Files that are either whole or absent: write to a temporary name, then rename into place.
+
+Every write goes through `tf.io.gfile`, so a workdir may be a local folder or a `gs://` bucket
+path (Cloud TPU VMs) alike. Locally a rename is atomic; on GCS an object only appears once it is
+completely written, so readers never see half a file either way.
+"""
 import json
 import os
-import shutil
-import tempfile
+import posixpath
+import uuid
+
+
+class _LazyGfile:
+    """`tf.io.gfile`, imported on first use: reading a results file need not load TensorFlow."""
+
+    def __getattr__(self, name):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        return getattr(tf.io.gfile, name)
+
+
+gfile = _LazyGfile()
+
+
+def is_remote(path):
+    """True for a path on a remote filesystem (gs://, s3://, ...), where `os` cannot look."""
+    return "://" in str(path)
+
+
+def join(*parts):
+    return posixpath.join(*parts) if is_remote(parts[0]) else os.path.join(*parts)
+
+
+def dirname(path):
+    return posixpath.dirname(path) if is_remote(path) else os.path.dirname(os.path.abspath(path))
+
+
+def exists(path):
+    return gfile.exists(path)
+
+
+def makedirs(path):
+    gfile.makedirs(path)
+
+
+def write_bytes(path, data):
+    """Writes `data` (bytes or str) at `path` atomically."""
+    tmp = join(dirname(path), f".tmp-{uuid.uuid4().hex}{os.path.splitext(path)[1]}")
+    try:
+        with gfile.GFile(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if gfile.exists(tmp):
+            gfile.remove(tmp)
+        raise
 
 
 def write_json(path, obj):
     """Writes `obj` as indented JSON at `path` atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".tmp-", suffix=".json", delete=False) as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(f.name, path)
+    write_bytes(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def append_jsonl(path, obj):
     """Appends one JSON object as one line (a single write, flushed)."""
-    with open(path, "a", encoding="utf-8") as f:
+    with gfile.GFile(path, "a") as f:
         f.write(json.dumps(obj, sort_keys=True) + "\n")
         f.flush()
 
 
 def read_json(path):
-    with open(path, encoding="utf-8") as f:
+    with gfile.GFile(path, "r") as f:
         return json.load(f)
 
 
@@ -30,9 +76,12 @@ def replace_dir(tmp_path, path):
     """Moves the finished folder `tmp_path` to `path`, replacing what was there, never leaving
     `path` half-written: the old folder is only removed once the new one is in place."""
     old = None
-    if os.path.exists(path):
+    if gfile.exists(path):
         old = f"{path}.old-{os.getpid()}"
-        os.rename(path, old)
-    os.rename(tmp_path, path)
+        gfile.rename(path, old)
+    gfile.rename(tmp_path, path)
     if old:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            gfile.rmtree(old)
+        except Exception:  # pylint: disable=broad-except  (tidying up; the new folder is in place)
+            pass

@@ -6,8 +6,9 @@ summary.json. Everything that can be wrong with the config, the devices, the dat
 is checked before the workdir is touched.
 """
 import math
-import os
+import shutil
 import sys
+import tempfile
 import time
 
 from absl import logging
@@ -28,6 +29,14 @@ def _jit_compile(setting, device_kind, num_replicas):
         logging.warning("train.jit_compile is off: XLA does not run across logical CPU devices")
         on = False
     return on
+
+
+TPU_STEPS_PER_EXECUTION = 32  # updates per host round trip when train.steps_per_execution=0
+
+
+def _steps_per_execution(setting, device_kind):
+    """`0` (auto) = several updates per call on TPU, where each call is a host round trip."""
+    return setting or (TPU_STEPS_PER_EXECUTION if device_kind == "TPU" else 1)
 
 
 def _is_chief(strategy):
@@ -53,13 +62,18 @@ class Run:
         self.device_kind = distribute.device_kind(self.strategy)
         self.policy = precision.resolve(config.precision, self.device_kind)
         self.jit_compile = _jit_compile(config.train.jit_compile, self.device_kind, self.num_replicas)
+        self.steps_per_execution = _steps_per_execution(config.train.steps_per_execution,
+                                                        self.device_kind)
         self.data = data.load(config.data, config.model.get("seq_len"))
         data.check_batch_size(self.data.info.num_train, config.train.batch_size)
         workdir_lib.check(workdir, config)
         # Nothing above writes to the workdir; from here on the run owns it.
         self.chief = _is_chief(self.strategy)
-        self.own_dir = workdir if self.chief else os.path.join(
-            workdir, f".worker-{self.strategy.cluster_resolver.task_id}")
+        # Saving is collective, so every worker writes checkpoints and exports; only the chief's
+        # land in the workdir, the others go to a temporary folder of their own (`close()`
+        # removes it) and every worker resumes from the chief's checkpoints.
+        self.own_dir = workdir if self.chief else tempfile.mkdtemp(
+            prefix=f"tfscale-worker{self.strategy.cluster_resolver.task_id}-")
         workdir_lib.prepare(self.own_dir, config)
         # One label per example: a classifier (eval.json, probabilities in the export).
         self.classifier = self.data.train[1].ndim == 1
@@ -79,10 +93,17 @@ class Run:
             metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]  # per token for LMs
                        if c.train.loss == "sparse_categorical_crossentropy" else [])
             self.model.compile(self.optimizer, loss=c.train.loss, metrics=metrics,
-                               steps_per_execution=c.train.steps_per_execution,
+                               steps_per_execution=self.steps_per_execution,
                                jit_compile=self.jit_compile)
         self.manager = checkpoint.manager_for(self.own_dir, self.network, self.optimizer,
                                               c.checkpoint.keep)
+        self.restore_manager = self.manager if self.chief else checkpoint.manager_for(
+            self.workdir, self.network, self.optimizer, c.checkpoint.keep)
+
+    def close(self):
+        """Removes a non-chief worker's temporary folder (the chief's workdir stays)."""
+        if not self.chief:
+            shutil.rmtree(self.own_dir, ignore_errors=True)
 
     @property
     def step(self):
@@ -91,12 +112,13 @@ class Run:
     def fit(self, extra_callbacks=()):
         """Trains from the newest checkpoint to `train.num_steps`; returns the metrics logger.
 
-        `extra_callbacks` are the caller's own Keras callbacks, run after tfscale's.
+        `extra_callbacks` are the caller's own Keras callbacks, run after tfscale's. Raises
+        `callbacks.Preempted` when SIGTERM stopped training (after saving a checkpoint).
         """
         c = self.config
-        checkpoint.restore_latest(self.manager)
+        checkpoint.restore_latest(self.restore_manager)
         start = self.step
-        writer = tf.summary.create_file_writer(os.path.join(self.workdir, "tensorboard")) if self.chief else None
+        writer = tf.summary.create_file_writer(io.join(self.workdir, "tensorboard")) if self.chief else None
         logger = callbacks.MetricsLogger(
             self.own_dir, c.train.log_every_steps, c.train.batch_size, c.train.num_steps, writer,
             flops_per_example=models.training_flops_per_example(self.network),
@@ -113,10 +135,12 @@ class Run:
                      c.data.name, start, c.train.num_steps, c.train.batch_size, self.num_replicas,
                      c.train.accum_steps, c.train.batch_size // (self.num_replicas * c.train.accum_steps),
                      self.policy)
+        saver = callbacks.CheckpointSaver(self.manager, c.checkpoint.every_steps, self.strategy)
         self.model.fit(dataset, epochs=1, steps_per_epoch=c.train.num_steps - start,
                        verbose=1 if sys.stdout.isatty() else 0,
-                       callbacks=[logger, callbacks.CheckpointSaver(self.manager, c.checkpoint.every_steps),
-                                  *extra_callbacks])
+                       callbacks=[logger, saver, *extra_callbacks])
+        if saver.preempted_at is not None:
+            raise callbacks.Preempted(saver.preempted_at, self.manager.latest_checkpoint)
         return logger
 
     def evaluate(self):
@@ -127,9 +151,9 @@ class Run:
         """SavedModel under export/saved_model, verified against Keras on held-out inputs.
 
         Every worker saves (saving distributed variables is collective); only the chief's copy
-        lands in the workdir, the others go to their own folders.
+        lands in the workdir, the others go to their own temporary folders.
         """
-        path = os.path.join(self.own_dir, "export", "saved_model")
+        path = io.join(self.own_dir, "export", "saved_model")
         sample = self.data.eval[0][: self.config.eval.batch_size]
         check = export.save_saved_model(self.network, path, sample, self.classifier)
         logging.info("exported %s (max abs diff vs Keras %.2g)", path, check["max_abs_diff"])
@@ -143,11 +167,19 @@ def train(config, workdir, callbacks=()):
     """
     t0 = time.time()
     run = Run(config, workdir)
-    logger = run.fit(callbacks)
+    try:
+        return _train(run, callbacks, t0)
+    finally:
+        run.close()
+
+
+def _train(run, extra_callbacks, t0):
+    config, workdir = run.config, run.workdir
+    logger = run.fit(extra_callbacks)
     results = run.evaluate()
     c = config
-    summary_path = os.path.join(workdir, "summary.json")
-    previous = io.read_json(summary_path) if os.path.exists(summary_path) else {}
+    summary_path = io.join(workdir, "summary.json")
+    previous = io.read_json(summary_path) if io.exists(summary_path) else {}
     summary = {
         "model": c.model.name,
         "data": c.data.name,
@@ -165,6 +197,7 @@ def train(config, workdir, callbacks=()):
         "batch_size": c.train.batch_size,
         "accum_steps": c.train.accum_steps,
         "jit_compile": run.jit_compile,
+        "steps_per_execution": run.steps_per_execution,
     }
     tokens = getattr(run.network, "tokens_per_example", None)
     if tokens:  # language models: per-token figures

@@ -12,7 +12,7 @@ from tfscale.config import ConfigError
 
 CONFIG_FILE = "config.json"
 # Sections/keys that may change between an interrupted run and its resumption.
-RESUMABLE = ("distribute.", "checkpoint.", "eval.", "export.", "train.accum_steps",
+RESUMABLE = ("distribute.", "checkpoint.", "eval.", "export.", "compress.", "train.accum_steps",
              "train.steps_per_execution", "train.jit_compile", "train.log_every_steps")
 
 
@@ -32,18 +32,15 @@ def config_dict(config):
 
 
 def check(workdir, config):
-    """Raises ConfigError if `workdir` cannot hold this run; writes nothing."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ConfigError(f"workdir {workdir} exists and is not a folder")
-    parent = workdir
-    while not os.path.exists(parent):
-        parent = os.path.dirname(os.path.abspath(parent))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not writable)")
-    saved_path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.exists(saved_path):
+    """Raises ConfigError if `workdir` cannot hold this run; writes nothing.
+
+    A remote workdir (`gs://...`) is not probed for writability here; the first write reports
+    a bucket that cannot be written.
+    """
+    if not io.is_remote(workdir):
+        _check_local(workdir)
+    saved_path = io.join(workdir, CONFIG_FILE)
+    if io.exists(saved_path):
         saved, new = _flat(io.read_json(saved_path)), _flat(config_dict(config))
         differ = sorted(k for k in set(saved) | set(new)
                         if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE))
@@ -54,11 +51,23 @@ def check(workdir, config):
                               "use a new workdir")
 
 
+def _check_local(workdir):
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"workdir {workdir} exists and is not a folder")
+    parent = workdir
+    while not os.path.exists(parent):
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not writable)")
+
+
 def prepare(workdir, config):
     """Creates the workdir and records the config (first run only)."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    io.makedirs(workdir)
+    path = io.join(workdir, CONFIG_FILE)
+    if not io.exists(path):
         io.write_json(path, config_dict(config))
 
 
@@ -66,8 +75,8 @@ def load_config(workdir):
     """The config a workdir was trained with, as a locked ConfigDict."""
     import ml_collections  # pylint: disable=import-outside-toplevel
 
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = io.join(workdir, CONFIG_FILE)
+    if not io.exists(path):
         raise ConfigError(f"{workdir} is not a tfscale run: no {CONFIG_FILE}")
     from tfscale.config import defaults  # pylint: disable=import-outside-toplevel
     config = defaults()
