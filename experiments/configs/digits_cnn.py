@@ -1,4 +1,7 @@
-"""Small CNN on the embedded handwritten digits. Variants: default, `tiny`."""
+"""Small CNN on the embedded handwritten digits. Variants: default, `tiny`.
+
+Its `compress` section is the recipe of `experiments.compress` (README, "Compression").
+"""
 from experiments.configs import common
 
 
@@ -8,4 +11,16 @@ def get_config(arg=None):
     c.model.depth = 1 if arg == "tiny" else 2
     c.model.width = 16 if arg == "tiny" else 128
     c.model.dropout = 0.0
+    # Distillation: a much smaller CNN learns from this one.
+    c.compress.distill.student.name = "cnn"
+    c.compress.distill.student.filters = 2 if arg == "tiny" else 4
+    c.compress.distill.student.depth = 1
+    c.compress.distill.student.width = 8 if arg == "tiny" else 16
+    c.compress.distill.student.dropout = 0.0
+    if arg == "tiny":
+        c.compress.finetune_steps = 8
+        c.compress.prune.end_step = 8
+        c.compress.prune.frequency = 2
+        c.compress.representative_examples = 32
+        c.compress.latency_runs = 20
     return c.lock()

@@ -1,0 +1,38 @@
+"""Fine-tuning phases (pruning, QAT, distillation) through the run's own trainer set-up.
+
+Each phase is a fresh optimizer of the config's kind with its schedule stretched over the
+phase's updates, the run's strategy, precision and accumulation, and the run's input pipeline
+(order a function of seed and step, as in training).
+"""
+from absl import logging
+import tf_keras as keras
+
+from tfscale import data, optim, precision
+
+
+def phase_config(config, steps, learning_rate):
+    """The run's config with `steps` updates at peak `learning_rate` (warmup kept in range)."""
+    c = config.copy_and_resolve_references()
+    c.unlock()
+    c.train.num_steps = steps
+    c.optimizer.learning_rate = learning_rate
+    c.schedule.warmup_steps = min(c.schedule.warmup_steps, steps // 10)
+    return c
+
+
+def fit(run, make_model, steps, learning_rate, seed_offset=0, name="phase"):
+    """Builds `make_model()` (an AccumulatingModel) in the run's strategy scope, compiles it like
+    the run's model and trains it for `steps` optimizer updates; returns it."""
+    c = phase_config(run.config, steps, learning_rate)
+    with run.strategy.scope():
+        model = make_model()
+        optimizer = precision.wrap_optimizer(optim.build_optimizer(c, model.network), run.policy)
+        optimizer.build(model.network.trainable_variables)
+        metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+                   if c.train.loss == "sparse_categorical_crossentropy" else [])
+        model.compile(optimizer, loss=c.train.loss, metrics=metrics)
+    train_fn = data.train_dataset_fn(run.data.train, c.train.batch_size, c.seed + seed_offset, 0, steps)
+    dataset = run.strategy.distribute_datasets_from_function(train_fn)
+    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    logging.info("%s: %d updates, final training loss %.4f", name, steps, history.history["loss"][-1])
+    return model

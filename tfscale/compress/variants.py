@@ -1,0 +1,127 @@
+"""Every compressed variant of a trained network, exported and measured as deployed.
+
+`export_variants` converts each variant to TFLite (and writes a SavedModel for each distinct
+Keras network), verifies each file against the Keras network it came from, and measures the
+file itself in the LiteRT interpreter: held-out accuracy and loss, size, gzip size, batch-1
+latency and weight sparsity.
+"""
+import os
+
+from absl import logging
+import numpy as np
+import tf_keras as keras
+
+from tfscale import export
+from tfscale.compress import tflite
+from tfscale.config import ConfigError
+
+# variant -> (the Keras network it is converted from, TFLite mode)
+VARIANTS = {
+    "float32": ("float32", "float32"),
+    "dynamic_range": ("float32", "dynamic_range"),
+    "int8": ("float32", "int8"),
+    "float16": ("float32", "float16"),
+    "pruned": ("pruned", "float32"),
+    "pruned_int8": ("pruned", "int8"),
+    "pruned_2x4": ("pruned_2x4", "float32"),
+    "qat_int8": ("qat", "qat"),
+    "pqat_int8": ("pqat", "qat"),
+    "distilled": ("distilled", "float32"),
+    "student_alone": ("student_alone", "float32"),
+}
+# Keras networks that get a SavedModel too (QAT networks ship as their int8 .tflite).
+SAVED_MODELS = ("float32", "pruned", "pruned_2x4", "distilled", "student_alone")
+
+
+def model_inputs(x):
+    """Raw uint8 pixels as float32 (the model rescales them); token ids stay integers."""
+    return x.astype(np.float32) if x.dtype == np.uint8 else x
+
+
+def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"), *, int8_io=False,
+                    representative_examples=256, eval_examples=0, latency_runs=200,
+                    saved_models=True, sparsity_reports=None):
+    """Writes `outdir/VARIANT.tflite` for each variant and returns one record per variant.
+
+    `networks`: a trained keras.Model (the float32 network) or a dict from the sources in
+    `VARIANTS` (float32, pruned, qat, ...) to networks. `data`: a `tfscale.data.Data` (the
+    representative set for int8 comes from its training split, the measurements from its
+    held-out split). A variant that cannot be converted raises ConfigError naming it.
+    """
+    if isinstance(networks, keras.Model):
+        networks = {"float32": networks}
+    classifier = data.train[1].ndim == 1
+    eval_x, eval_y = data.eval
+    if eval_examples:
+        eval_x, eval_y = eval_x[:eval_examples], eval_y[:eval_examples]
+    eval_x = model_inputs(eval_x)
+    order = np.random.default_rng(0).permutation(len(data.train[0]))[:representative_examples]
+    representative = model_inputs(data.train[0][order])
+    sample = eval_x[:256 if classifier else 16]
+    batch = 256 if classifier else 16
+    records, saved = [], {}
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown compress variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        source, mode = VARIANTS[variant]
+        if source not in networks:
+            raise ConfigError(f"variant {variant} needs the {source} network, which was not given")
+        network = networks[source]
+        path = os.path.join(outdir, f"{variant}.tflite")
+        try:
+            check = export.save_tflite(network, path, mode, sample, representative, int8_io)
+        except ConfigError as e:
+            raise ConfigError(f"variant {variant}: {e}") from e
+        model = tflite.TFLiteModel(path)
+        measured = model.evaluate(eval_x, eval_y, batch)
+        size, gzipped = tflite.file_sizes(path)
+        record = {
+            "variant": variant,
+            "path": path,
+            "accuracy": measured["accuracy"],
+            "eval_loss": measured["loss"],
+            "size_bytes": size,
+            "gzip_bytes": gzipped,
+            "latency_ms": model.latency_ms(eval_x[0], latency_runs),
+            "sparsity": model.weight_sparsity(),
+            "max_abs_diff_vs_keras": check["max_abs_diff"],
+            "argmax_agreement_vs_keras": check["argmax_agreement"],
+            "weight_dtypes": model.weight_dtypes(),
+            "eval_examples": int(len(eval_y)),
+        }
+        if sparsity_reports and source in sparsity_reports:
+            record["layers"] = sparsity_reports[source]["layers"]
+        if saved_models and source in SAVED_MODELS:
+            if source not in saved:
+                saved_path = os.path.join(outdir, source, "saved_model")
+                saved[source] = (saved_path, export.save_saved_model(network, saved_path, sample, classifier))
+            record["saved_model"], saved_check = saved[source]
+            record["saved_model_max_abs_diff"] = saved_check["max_abs_diff"]
+        logging.info("%s: accuracy %.4f, %d bytes (gzip %d), %.3f ms", variant, record["accuracy"],
+                     size, gzipped, record["latency_ms"])
+        records.append(record)
+    return records
+
+
+def markdown(records, latency_runs):
+    """The records as a Markdown table, ratios against the float32 variant where there is one."""
+    base = next((r for r in records if r["variant"] == "float32"), None)
+
+    def ratio(r, key):
+        return f" ({r[key] / base[key]:.2f}x)" if base else ""
+
+    def points(r):
+        return f" ({100 * (r['accuracy'] - base['accuracy']):+.1f})" if base else ""
+
+    lines = [
+        "| variant | size (bytes) | gzip (bytes) | accuracy (pts vs float32) | eval loss | "
+        f"latency ms, batch 1, median of {latency_runs} | sparsity | max abs diff vs Keras |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['variant']} | {r['size_bytes']}{ratio(r, 'size_bytes')} | {r['gzip_bytes']}"
+            f"{ratio(r, 'gzip_bytes')} | {r['accuracy']:.4f}{points(r)} | {r['eval_loss']:.4f} | "
+            f"{r['latency_ms']:.4f}{ratio(r, 'latency_ms')} | {r['sparsity']:.3f} | "
+            f"{r['max_abs_diff_vs_keras']:.3g} |")
+    return "\n".join(lines) + "\n"
