@@ -68,7 +68,7 @@ def run(main):
         except ConfigError as e:
             fail(e)
         except Preempted as e:
-            print(f"preempted: {e}", file=sys.stderr)
+            print(e, file=sys.stderr)
             sys.exit(Preempted.EXIT_CODE)
 
     app.run(_main, argv=sys.argv[:1])

@@ -103,7 +103,7 @@ class Preempted(Exception):
     EXIT_CODE = 128 + signal.SIGTERM  # 143: what a shell reports for a SIGTERM'd process
 
     def __init__(self, step, checkpoint_path):
-        super().__init__(f"preempted (SIGTERM) at step {step}: saved {checkpoint_path}; "
+        super().__init__(f"preempted (SIGTERM) at step {step}: checkpoint saved at {checkpoint_path}; "
                          "re-run the same command to resume")
         self.step, self.checkpoint_path = step, checkpoint_path
 

@@ -15,6 +15,19 @@ def manager_for(workdir, network, optimizer, keep):
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
 
 
+def reader_for(manager, workdir):
+    """A manager of the same checkpoint object over `workdir`'s checkpoints, for restoring only.
+
+    Non-chief workers save into folders of their own but resume from the chief's checkpoints.
+    It must be the same object: its save counter is created on first restore or save, and under
+    MultiWorkerMirroredStrategy creating it is a collective that every worker must run at the
+    same point.
+    """
+    # Never saves through, so never deletes: max_to_keep=None.
+    return tf.train.CheckpointManager(manager.checkpoint, io.join(workdir, "checkpoints"),
+                                      max_to_keep=None)
+
+
 def restore_latest(manager):
     """Restores the newest readable checkpoint; returns its path, or None for a fresh start.
 

@@ -97,8 +97,8 @@ class Run:
                                jit_compile=self.jit_compile)
         self.manager = checkpoint.manager_for(self.own_dir, self.network, self.optimizer,
                                               c.checkpoint.keep)
-        self.restore_manager = self.manager if self.chief else checkpoint.manager_for(
-            self.workdir, self.network, self.optimizer, c.checkpoint.keep)
+        self.restore_manager = self.manager if self.chief else checkpoint.reader_for(
+            self.manager, self.workdir)
 
     def close(self):
         """Removes a non-chief worker's temporary folder (the chief's workdir stays)."""
