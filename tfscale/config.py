@@ -65,7 +65,7 @@ def defaults():
     c.distribute = ml_collections.ConfigDict()
     c.distribute.strategy = "auto"
     c.distribute.cpu_devices = 0  # >0: split the CPU into this many logical devices
-    c.distribute.tpu = ""  # TPU name or address; "" = the local TPU VM
+    c.distribute.tpu = "local"  # TPU name or grpc:// address; local = this TPU VM (or $TPU_NAME)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 100

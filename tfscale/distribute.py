@@ -45,18 +45,42 @@ def tpu_hint():
     return None
 
 
-def _tpu_strategy(tpu_address):
-    hint = tpu_address or tpu_hint()
-    if not hint:
-        raise ConfigError(
-            "distribute.strategy=tpu but no TPU is reachable: TPU_NAME is not set and there are no "
-            "/dev/accel* devices (run on a Cloud TPU VM, or set distribute.tpu=NAME)")
+def tpu_address(setting):
+    """The `tpu` argument of `TPUClusterResolver` for config value `distribute.tpu`.
+
+    `local` (or empty): the TPU chips of this Cloud TPU VM; but with `TPU_NAME` set (a pod slice,
+    driven from its first host), that TPU, so that the resolver finds every host of the slice
+    through the Cloud TPU API. Anything else is a TPU name or a `grpc://` address, used as given.
+    Raises ConfigError (one line) when `local` is asked for where there is no TPU.
+    """
+    if setting not in ("", "local"):
+        return setting
+    if os.environ.get("TPU_NAME"):
+        return os.environ["TPU_NAME"]
+    if tpu_hint():
+        return "local"
+    raise ConfigError(
+        "distribute.strategy=tpu but no TPU is reachable: TPU_NAME is not set and there are no "
+        "/dev/accel* devices (run on a Cloud TPU VM, or set distribute.tpu=NAME)")
+
+
+def _tpu_strategy(setting):
+    """Resolves the TPU, connects to it, initialises the TPU system and returns a TPUStrategy.
+
+    Only the ConfigError path runs without a TPU; the rest is TensorFlow's documented sequence
+    for Cloud TPU VMs (resolver -> connect_to_cluster -> initialize_tpu_system -> TPUStrategy).
+    """
+    address = tpu_address(setting)
     try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "local")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+        if address != "local":  # a pod slice or a remote TPU: the hosts form a cluster
+            tf.config.experimental_connect_to_cluster(resolver)
+        topology = tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        raise ConfigError(f"distribute.strategy=tpu: cannot reach a TPU ({hint}): {e}") from None
+        raise ConfigError(f"distribute.strategy=tpu: cannot reach TPU {address!r}: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    logging.info("TPU %s: %d cores on %d hosts", address, topology.num_tpus_per_task * topology.num_tasks,
+                 topology.num_tasks)
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -93,7 +117,7 @@ def build_strategy(dist):
     if dist.cpu_devices:
         split_cpu(dist.cpu_devices)  # before anything below starts the runtime
     if name == "auto":
-        if dist.tpu or tpu_hint():
+        if dist.tpu not in ("", "local") or tpu_hint():
             name = "tpu"
         elif len(tf.config.list_physical_devices("GPU")) > 1 or dist.cpu_devices > 1:
             name = "mirrored"
