@@ -13,10 +13,11 @@ def get_config(arg=None):
     c.model.dropout = 0.0
     # Distillation: a much smaller CNN learns from this one.
     c.compress.distill.student.name = "cnn"
-    c.compress.distill.student.filters = 2 if arg == "tiny" else 4
+    c.compress.distill.student.filters = 2 if arg == "tiny" else 8
     c.compress.distill.student.depth = 1
-    c.compress.distill.student.width = 8 if arg == "tiny" else 16
+    c.compress.distill.student.width = 8 if arg == "tiny" else 32
     c.compress.distill.student.dropout = 0.0
+    c.compress.learning_rate = 1e-3  # fine-tuning at 3e-4 left the 80 %-pruned CNN 4 points short
     if arg == "tiny":
         c.compress.finetune_steps = 8
         c.compress.prune.end_step = 8

@@ -20,7 +20,7 @@ def phase_config(config, steps, learning_rate):
     return c
 
 
-def fit(run, make_model, steps, learning_rate, seed_offset=0, name="phase"):
+def fit(run, make_model, steps, learning_rate, seed_offset=0, name="phase", callbacks=()):
     """Builds `make_model()` (an AccumulatingModel) in the run's strategy scope, compiles it like
     the run's model and trains it for `steps` optimizer updates; returns it."""
     c = phase_config(run.config, steps, learning_rate)
@@ -33,6 +33,6 @@ def fit(run, make_model, steps, learning_rate, seed_offset=0, name="phase"):
         model.compile(optimizer, loss=c.train.loss, metrics=metrics)
     train_fn = data.train_dataset_fn(run.data.train, c.train.batch_size, c.seed + seed_offset, 0, steps)
     dataset = run.strategy.distribute_datasets_from_function(train_fn)
-    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
     logging.info("%s: %d updates, final training loss %.4f", name, steps, history.history["loss"][-1])
     return model

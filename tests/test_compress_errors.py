@@ -1,0 +1,46 @@
+"""Bad compression configs through the CLI: one `error:` line, exit 2, no traceback, workdir as it was."""
+import concurrent.futures
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = {
+    "frequency_leaves_model_dense": (["--config.compress.prune.frequency=20"],
+                                     "compress.prune.frequency 20 is longer than the pruning window"),
+    "unknown_variant": (["--config.compress.variants=float32,int3"], "unknown compress variant 'int3'"),
+    "pruning_the_lm": (["--config=experiments/configs/lm_distill.py:tiny", "--config.compress.variants=pruned"],
+                       "compress variant pruned is not available for transformer_lm"),
+}
+
+
+def _run(name, tmp):
+    args, fragment = CASES[name]
+    workdir = os.path.join(tmp, name)
+    os.makedirs(workdir)
+    config = [a for a in args if a.startswith("--config=")] or ["--config=experiments/configs/digits_cnn.py:tiny"]
+    rest = [a for a in args if not a.startswith("--config=")]
+    proc = subprocess.run([sys.executable, "-m", "experiments.compress", *config, f"--workdir={workdir}", *rest],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TFDS_DATA_DIR=os.path.join(tmp, "tfds")))
+    return proc, fragment, os.listdir(workdir)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("compress_errors"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_run, name, tmp) for name in CASES}
+        return {name: f.result() for name, f in futures.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_compress_config_gets_one_line_error_exit_2_and_no_files(results, case):
+    proc, fragment, files = results[case]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr[-2000:]
+    assert files == []
