@@ -90,7 +90,7 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
             out["isoflop"] = iso
     if target_loss is not None:
         out["target"] = {"loss": target_loss, **(best["target"] or {"reachable": False})}
-        if best["target"] and "target" in ci:
+        if best["target"] and "samples" in result:
             out["target"]["ci"] = _target_ci(result["samples"], best["target"])
     if "samples" in result:
         out["samples"] = [{k: s[k] for k in law.param_names} for s in result["samples"]]

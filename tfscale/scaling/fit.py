@@ -14,6 +14,7 @@ from absl import logging
 import numpy as np
 from scipy import optimize
 
+from tfscale.config import ConfigError
 from tfscale.scaling import laws as laws_lib
 
 HUBER_DELTA = 1e-3
@@ -104,7 +105,7 @@ def fit(rows, law=None, inits=None, bootstrap=0, seed=0, derived=None, restarts=
     """
     law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
     if len(rows) < len(law.param_names):
-        raise ValueError(f"{len(rows)} points cannot fit the {len(law.param_names)} parameters of {law.formula}")
+        raise ConfigError(f"{len(rows)} points cannot fit the {len(law.param_names)} parameters of {law.formula}")
     x, y = law.features(rows), np.log([float(r["loss"]) for r in rows])
     inits = grid(law.num_terms) if inits is None else np.atleast_2d(inits)
     value, theta, optima = minimize(x, y, law.num_terms, inits)

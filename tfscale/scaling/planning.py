@@ -77,22 +77,18 @@ def target_loss(params, loss, per_token=None):
 
 
 def isoflop_groups(rows, tolerance=0.3):
-    """Rows grouped by compute budget: the `compute_budget` column if present, else flops within
-    `tolerance` (relative) of the smallest in the group. Only groups with at least 3 model sizes
-    are returned: fewer cannot show a minimum."""
-    if all("compute_budget" in r and r["compute_budget"] for r in rows):
+    """Rows grouped by compute budget: the `compute_budget` column if every row has one (isoFLOP
+    sweeps write it), else flops within `tolerance` (relative) of the smallest in the group.
+    Only groups with at least 3 model sizes are returned: fewer cannot show a minimum."""
+    if all(r.get("compute_budget") for r in rows):
         keys = sorted({float(r["compute_budget"]) for r in rows})
         groups = [[r for r in rows if float(r["compute_budget"]) == k] for k in keys]
     else:
-        ordered = sorted(rows, key=lambda r: float(r["flops"]))
-        groups, current = [], []
-        for r in ordered:
-            if current and float(r["flops"]) > float(current[0]["flops"]) * (1 + tolerance):
-                groups.append(current)
-                current = []
-            current.append(r)
-        if current:
-            groups.append(current)
+        groups = []
+        for r in sorted(rows, key=lambda r: float(r["flops"])):
+            if not groups or float(r["flops"]) > (1 + tolerance) * float(groups[-1][0]["flops"]):
+                groups.append([])
+            groups[-1].append(r)
     return [g for g in groups if len({float(r["num_params"]) for r in g}) >= 3]
 
 

@@ -10,10 +10,12 @@ import json
 import math
 import os
 
+from tfscale.config import ConfigError
+
 REQUIRED = ("num_params", "num_tokens", "flops", "loss")
 
 
-class ResultsError(ValueError):
+class ResultsError(ConfigError):
     """A results file that cannot be read or has too few usable rows (one line for the user)."""
 
 
@@ -57,24 +59,27 @@ def _number(value):
 
 
 def usable(rows):
-    """Rows that finished: status ok (or no status, as in plain CSV files), with every required
-    column positive and finite; the last row of each name wins; the best of each group is kept."""
+    """The last row of each name (a re-run supersedes what came before), kept if it finished:
+    status ok (or no status, as in plain CSV files) with every required column positive and
+    finite. Of each group, the lowest-loss run is kept."""
     latest = {}
     for i, r in enumerate(rows):
-        if r.get("status", "ok") != "ok":
-            continue
-        try:
-            ok = all(math.isfinite(float(r[c])) and float(r[c]) > 0 for c in REQUIRED)
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if ok:
-            latest[r.get("name", i)] = r
+        latest[r.get("name", i)] = r
     best = {}
     for key, r in latest.items():
+        if r.get("status", "ok") != "ok" or not _finite(r):
+            continue
         group = r.get("group") or key
         if group not in best or float(r["loss"]) < float(best[group]["loss"]):
             best[group] = r
     return list(best.values())
+
+
+def _finite(row):
+    try:
+        return all(math.isfinite(float(row[c])) and float(row[c]) > 0 for c in REQUIRED)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def load(path, drop_highest_loss=0):

@@ -1,0 +1,30 @@
+"""Scaling laws: sweeps over model size and data, fits with uncertainty, compute-optimal plans.
+
+  results.py   the results file a sweep appends to and a fit reads
+  sweep.py     plan the runs of a sweep, run them (resumable, sharded, with searches)
+  laws.py      the laws, all of the form E + sum_j A_j / x_j^alpha_j
+  fit.py       Chinchilla's Approach 3 fitter and bootstrap intervals
+  planning.py  compute-optimal N and D, the compute to reach a loss, isoFLOP minima
+  analysis.py  everything fit.json holds; report.py writes it with scaling.png and report.md
+"""
+from tfscale.config import ConfigError
+from tfscale.scaling import analysis, laws, report, results
+
+
+def fit_results(path, workdir, law=None, budgets=(), target_loss=None, bootstrap=200, flops="6nd",
+                drop_highest_loss=0, seed=0):
+    """Reads a results file, fits, and writes fit.json, scaling.png and report.md to `workdir`."""
+    if target_loss is not None and target_loss <= 0:
+        raise ConfigError(f"--target_loss must be positive, got {target_loss}")
+    if any(c <= 0 for c in budgets):
+        raise ConfigError(f"compute budgets must be positive, got {list(budgets)}")
+    rows = results.load(path, drop_highest_loss)
+    if law and law not in laws.LAWS:
+        raise ConfigError(f"unknown law {law!r}; choose one of {', '.join(laws.LAWS)}")
+    result = analysis.analyze(rows, law=law, budgets=list(budgets) or None, target_loss=target_loss,
+                              bootstrap=bootstrap, flops=flops, seed=seed)
+    report.write(workdir, result, rows)
+    return result
+
+
+__all__ = ["analysis", "fit_results", "laws", "report", "results"]
