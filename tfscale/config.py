@@ -73,6 +73,7 @@ def defaults():
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 512
+    c.eval.max_examples = 0  # held-out examples the run's eval_loss is measured on; 0 = all
 
     c.export = ml_collections.ConfigDict()
     c.export.saved_model = True
@@ -163,6 +164,8 @@ def validate(config):
            f"checkpoint.every_steps must be >= 1, got {config.checkpoint.every_steps}")
     _check(config.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {config.checkpoint.keep}")
     _check(config.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
+    _check(config.eval.max_examples >= 0,
+           f"eval.max_examples must be >= 0 (0 = all), got {config.eval.max_examples}")
 
 
 def check_replicas(config, num_replicas):
@@ -191,7 +194,7 @@ def validate_compress(config):
     _check(len(set(variants)) == len(variants), f"compress.variants names a variant twice: {c.variants}")
     if config.model.name == "transformer_lm":
         bad = [v for v in variants if v in _FINETUNED_VARIANTS]
-        _check(not bad, f"compress variant {bad[0]} is not available for transformer_lm (pruning and "
+        _check(not bad, f"compress variant {bad[0] if bad else ''} is not available for transformer_lm (pruning and "
                         "QAT clone the network, which its tied embedding does not survive); use "
                         "float32, dynamic_range, int8, float16, distilled, student_alone")
     _check(c.representative_examples >= 1,

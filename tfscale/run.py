@@ -144,7 +144,9 @@ class Run:
         return logger
 
     def evaluate(self):
-        ds = data.eval_dataset(self.data.eval, self.config.eval.batch_size)
+        """Loss (and accuracy) on the held-out split, or on `eval.max_examples` of it."""
+        ds = data.eval_dataset(data.evenly_spaced(self.data.eval, self.config.eval.max_examples),
+                               self.config.eval.batch_size)
         return self.model.evaluate(ds, verbose=0, return_dict=True)
 
     def export(self):

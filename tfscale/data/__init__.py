@@ -2,7 +2,7 @@
 from tfscale.config import ConfigError
 from tfscale.data import digits, pycode, synthetic, text, tfds_source
 from tfscale.data.info import Data, DataInfo, tfds_data_dir
-from tfscale.data.pipeline import check_batch_size, eval_dataset, train_dataset_fn
+from tfscale.data.pipeline import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
 
 # name -> load(data_config, seq_len) -> Data. Names not listed here are looked up in tfds.
 DATASETS = {
@@ -27,5 +27,5 @@ def load(data_config, seq_len=None):
     return tfds_source.load(data_config)
 
 
-__all__ = ["DATASETS", "Data", "DataInfo", "check_batch_size", "check_name", "eval_dataset", "load",
+__all__ = ["DATASETS", "Data", "DataInfo", "check_batch_size", "check_name", "eval_dataset", "evenly_spaced", "load",
            "tfds_data_dir", "train_dataset_fn"]

@@ -9,6 +9,7 @@ Each input pipeline (one per worker) gathers only its contiguous slice of the gl
 hands consecutive per-replica slices to its replicas, so replica r always sees rows
 [r*b, (r+1)*b) of the same global batch, whatever the number of replicas or workers.
 """
+import numpy as np
 import tensorflow as tf
 
 
@@ -64,6 +65,19 @@ def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
         return ds.unbatch().prefetch(tf.data.AUTOTUNE)
 
     return dataset_fn
+
+
+def evenly_spaced(arrays, count):
+    """`count` examples spread evenly over the split (0 or more than there are: all of them).
+
+    A prefix of a text split would come from its first few files only; a fixed stride keeps
+    the subset as varied as the split, and the same for every run that asks for it.
+    """
+    num = len(arrays[1])
+    if not count or count >= num:
+        return arrays
+    rows = np.linspace(0, num - 1, count).round().astype(np.int64)
+    return tuple(a[rows] for a in arrays)
 
 
 def eval_dataset(arrays, batch_size):

@@ -26,7 +26,8 @@ def flops_per_token_fn(rows=None):
     return lambda m: math.exp(intercept) * m ** slope
 
 
-def _loss(p, n, d):
+def chinchilla_loss(p, n, d):
+    """L(N, D) of the Chinchilla law `p`."""
     return p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]
 
 
@@ -35,15 +36,20 @@ def compute_optimal(params, flops, per_token=None):
 
     per_token: None for C = 6ND (closed form), else a function N -> FLOPs per token.
     """
-    a, b = params["alpha"], params["beta"]
+    a, b = np.float64(params["alpha"]), np.float64(params["beta"])
     if per_token is None:
-        g = (a * params["A"] / (b * params["B"])) ** (1 / (a + b))
-        return g * (flops / 6) ** (b / (a + b)), (flops / 6) ** (a / (a + b)) / g
+        # NumPy floats: a degenerate bootstrap refit (an exponent or coefficient at 0) gives
+        # inf/nan here, which its interval then ignores, instead of raising.
+        with np.errstate(all="ignore"):
+            g = (a * params["A"] / (b * params["B"])) ** (1 / (a + b))
+            return float(g * (flops / 6) ** (b / (a + b))), float((flops / 6) ** (a / (a + b)) / g)
     n6, _ = compute_optimal(params, flops)  # the 6ND optimum brackets the search
+    if not (math.isfinite(n6) and n6 > 0):
+        return float("nan"), float("nan")
 
     def loss_at(log_n):
         n = math.exp(log_n)
-        return _loss(params, n, flops / per_token(n))
+        return chinchilla_loss(params, n, flops / per_token(n))
 
     result = optimize.minimize_scalar(loss_at, bounds=(math.log(n6) - 10, math.log(n6) + 10),
                                       method="bounded", options={"xatol": 1e-9})
@@ -53,7 +59,7 @@ def compute_optimal(params, flops, per_token=None):
 
 def optimal_loss(params, flops, per_token=None):
     n, d = compute_optimal(params, flops, per_token)
-    return _loss(params, n, d)
+    return chinchilla_loss(params, n, d)
 
 
 def target_loss(params, loss, per_token=None):

@@ -1,0 +1,27 @@
+r"""The main job: scaling sweep, fit with intervals, compute-optimal plan, then train, compress and
+export the recommended model, and print one table. Re-running the command resumes it.
+
+  python -m experiments.scaling --config=experiments/configs/scaling_lm.py --workdir=runs/scaling_lm
+
+Writes DIR/sweep/ (results.jsonl, runs/), DIR/fit/ (fit.json, scaling.png, report.md), DIR/final/
+(the model, its SavedModel and .tflite files), DIR/scaling.json and DIR/scaling.md.
+"""
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+config_flags.DEFINE_config_file("config", None, "Scaling config, e.g. experiments/configs/scaling_lm.py[:tiny].",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Folder of the job (resumed if it holds one).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main():
+    from tfscale.scaling import pipeline  # pylint: disable=import-outside-toplevel
+    _, table = pipeline.run(flags.FLAGS.config, flags.FLAGS.workdir)
+    print(table)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,33 @@
+r"""Runs a scaling sweep; re-running the same command resumes it.
+
+  python -m experiments.sweep --config=experiments/configs/scaling_lm.py --workdir=DIR \
+      [--shard_index=0 --num_shards=1] [--config.sweep.search='optimizer.learning_rate=1e-3,3e-3' ...]
+
+Every run trains into DIR/runs/NAME and appends a row to DIR/results.jsonl, which
+`experiments.fit --results=DIR/results.jsonl` reads.
+"""
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+config_flags.DEFINE_config_file("config", None, "Sweep config, e.g. experiments/configs/scaling_lm.py[:tiny].",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Sweep folder: results.jsonl and runs/.")
+flags.DEFINE_integer("shard_index", 0, "This machine's shard (0-based).", lower_bound=0)
+flags.DEFINE_integer("num_shards", 1, "Machines sharing DIR; each runs every num_shards-th run.", lower_bound=1)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main():
+    from tfscale.scaling import sweep  # pylint: disable=import-outside-toplevel
+    f = flags.FLAGS
+    out = sweep.run_sweep(f.config, f.workdir, f.shard_index, f.num_shards)
+    print(f"{len(out['ran'])} runs ran ({len(out['failed'])} failed), {out['skipped']} already finished; "
+          f"results: {out['results']}")
+    for name in out["failed"]:
+        print(f"  failed: {name} (see its row in results.jsonl)")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,57 @@
+"""The main job end to end (tiny): sweep, fit, plan, train the chosen size with accumulation,
+compress and export; a re-run resumes instead of retraining."""
+import json
+import os
+import subprocess
+import sys
+
+from experiments.configs import scaling_lm
+from tfscale.scaling import pipeline, results, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
+    workdir = tmp_path / "job"
+    args = [sys.executable, "-m", "experiments.scaling", "--config=experiments/configs/scaling_lm.py:tiny",
+            f"--workdir={workdir}"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = json.loads((workdir / "scaling.json").read_text())
+    config = scaling_lm.get_config("tiny")
+    rows = results.load(str(workdir / "sweep" / "results.jsonl"))
+    assert len(rows) == len(config.sweep.sizes) * len(config.sweep.num_tokens) == job["sweep"]["runs"]
+    fit = json.loads((workdir / "fit" / "fit.json").read_text())
+    assert fit["law"] == "chinchilla" and set(fit["ci"]) == {"E", "A", "B", "alpha", "beta"}
+    assert "max_abs_rel_error" in fit["extrapolation"]  # the largest size held out and predicted
+    # the final size is the candidate nearest the planned N_opt, trained for the planned compute
+    plan, final = job["compute_optimal"], job["final"]
+    candidates = sweep.size_costs(config, [sweep.parse_size(t, i) for i, t in enumerate(config.scaling.candidate_sizes)])
+    assert final["num_params"] == candidates[final["size"]][0]
+    ratio = lambda n: abs(__import__("math").log(n / plan["num_params"]))  # noqa: E731
+    assert ratio(final["num_params"]) == min(ratio(c[0]) for c in candidates.values())
+    assert abs(final["flops"] / plan["flops"] - 1) < 0.05
+    summary = json.loads((workdir / "final" / "summary.json").read_text())
+    assert summary["accum_steps"] == config.scaling.accum_steps == 4 and summary["steps"] == final["steps"]
+    assert os.path.exists(final["saved_model"]) and final["predicted_loss"] > 0
+    variants = {v["variant"]: v for v in job["compression"]}
+    assert set(variants) == {"float32", "dynamic_range", "float16"}
+    assert all(os.path.getsize(v["path"]) == v["size_bytes"] for v in variants.values())
+    assert variants["dynamic_range"]["size_bytes"] < variants["float32"]["size_bytes"]
+    assert (workdir / "fit" / "scaling.png").stat().st_size > 10_000
+    assert "Compute-optimal for C" in proc.stdout and "| float16 |" in proc.stdout
+    # a re-run finds everything done: no sweep run and no update is trained again
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 to run" in again.stderr and "already trained" in again.stderr
+    assert len(results.read(str(workdir / "sweep" / "results.jsonl"))) == len(rows)
+
+
+def test_final_config_keeps_the_recipe_at_the_chosen_size():
+    config = scaling_lm.get_config("tiny")
+    label, overrides = sweep.parse_size(config.scaling.candidate_sizes[-1], 0)
+    final = pipeline.final_config(config, overrides, 100)
+    assert "sweep" not in final and "scaling" not in final
+    assert final.model.d_model == dict(overrides)["model.d_model"] and final.train.num_steps == 100
+    assert final.schedule.warmup_steps == 5 and final.train.accum_steps == 4 and final.export.saved_model
+    assert final.optimizer.name == config.optimizer.name and final.train.batch_size == config.train.batch_size
