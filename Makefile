@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/tfscale/venv
 STAMP := $(VENV)/.tfscale-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo bench clean-venv
+.PHONY: setup test demo digits clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(STAMP): setup.cfg pyproject.toml
 setup: $(STAMP)
 	@$(PY) -m pip install --quiet --no-deps -e . >/dev/null
 
-# Runs the main job on the embedded digits data set.
+# The main job: a scaling sweep of transformer LMs on the embedded pycode corpus, the fitted law,
+# and the compute-optimal model trained, compressed and exported (README, "Scaling laws").
 demo: setup
+	$(PY) -m experiments.scaling --config=experiments/configs/scaling_lm.py --workdir=runs/scaling_lm
+
+# A one-minute training run on the embedded digits data set.
+digits: setup
 	$(PY) -m experiments.train --config=experiments/configs/digits_mlp.py --workdir=runs/digits_mlp
 
 test: setup

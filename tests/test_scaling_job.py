@@ -32,7 +32,7 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     assert ratio(final["num_params"]) == min(ratio(c[0]) for c in candidates.values())
     assert abs(final["flops"] / plan["flops"] - 1) < 0.05
     summary = json.loads((workdir / "final" / "summary.json").read_text())
-    assert summary["accum_steps"] == config.scaling.accum_steps == 4 and summary["steps"] == final["steps"]
+    assert summary["accum_steps"] == config.scaling.accum_steps == 2 and summary["steps"] == final["steps"]
     assert os.path.exists(final["saved_model"]) and final["predicted_loss"] > 0
     variants = {v["variant"]: v for v in job["compression"]}
     assert set(variants) == {"float32", "dynamic_range", "float16"}
@@ -53,5 +53,5 @@ def test_final_config_keeps_the_recipe_at_the_chosen_size():
     final = pipeline.final_config(config, overrides, 100)
     assert "sweep" not in final and "scaling" not in final
     assert final.model.d_model == dict(overrides)["model.d_model"] and final.train.num_steps == 100
-    assert final.schedule.warmup_steps == 5 and final.train.accum_steps == 4 and final.export.saved_model
+    assert final.schedule.warmup_steps == 5 and final.train.accum_steps == 2 and final.export.saved_model
     assert final.optimizer.name == config.optimizer.name and final.train.batch_size == config.train.batch_size

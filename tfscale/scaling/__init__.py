@@ -12,17 +12,22 @@ from tfscale.scaling import analysis, laws, report, results
 
 
 def fit_results(path, workdir, law=None, budgets=(), target_loss=None, bootstrap=200, flops="6nd",
-                drop_highest_loss=0, seed=0):
-    """Reads a results file, fits, and writes fit.json, scaling.png and report.md to `workdir`."""
+                drop_highest_loss=0, seed=0, grid_stride=1):
+    """Reads a results file, fits, and writes fit.json, scaling.png and report.md to `workdir`.
+
+    grid_stride: start L-BFGS from every k-th point of the initialisation grid (1 = all).
+    """
     if target_loss is not None and target_loss <= 0:
         raise ConfigError(f"--target_loss must be positive, got {target_loss}")
+    if grid_stride < 1:
+        raise ConfigError(f"--grid_stride must be >= 1, got {grid_stride}")
     if any(c <= 0 for c in budgets):
         raise ConfigError(f"compute budgets must be positive, got {list(budgets)}")
     rows = results.load(path, drop_highest_loss)
     if law and law not in laws.LAWS:
         raise ConfigError(f"unknown law {law!r}; choose one of {', '.join(laws.LAWS)}")
     result = analysis.analyze(rows, law=law, budgets=list(budgets) or None, target_loss=target_loss,
-                              bootstrap=bootstrap, flops=flops, seed=seed)
+                              bootstrap=bootstrap, flops=flops, seed=seed, grid_stride=grid_stride)
     report.write(workdir, result, rows)
     return result
 

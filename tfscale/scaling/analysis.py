@@ -48,9 +48,14 @@ def extrapolation(rows, law, inits=None):
 
 
 def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops="6nd", seed=0,
-            inits=None, check_extrapolation=True):
-    """Everything fit.json holds. flops: `6nd` (C = 6ND) or `model` (the rows' own FLOP counts)."""
+            inits=None, check_extrapolation=True, grid_stride=1):
+    """Everything fit.json holds. flops: `6nd` (C = 6ND) or `model` (the rows' own FLOP counts).
+
+    inits: L-BFGS starting points (default: every `grid_stride`-th point of `fit.grid`).
+    """
     law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
+    if inits is None:
+        inits = fit_lib.grid(law.num_terms)[::grid_stride]
     allocating = law.name == "chinchilla"
     budgets = list(budgets or (default_budgets(rows) if allocating else []))
     per_token = planning.flops_per_token_fn(rows) if flops == "model" else None
@@ -74,7 +79,7 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
         "ci": {k: v for k, v in ci.items() if k in law.param_names},
         "r2": result["r2"], "rmse": result["rmse"], "max_rel_error": result["max_rel_error"],
         "n_points": result["n_points"], "objective": result["objective"], "bootstrap": bootstrap,
-        "flops_model": flops,
+        "flops_model": flops, "initialisations": len(inits),
     }
     if check_extrapolation:
         out["extrapolation"] = extrapolation(rows, law, inits)

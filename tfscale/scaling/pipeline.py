@@ -60,7 +60,8 @@ def run(config, workdir):
     t = time.time()
     budget = config.scaling.compute_budget or max(float(r["flops"]) for r in rows)
     result = analysis.analyze(rows, law="chinchilla", budgets=[budget], bootstrap=config.scaling.bootstrap,
-                              flops=config.scaling.flops, seed=config.seed)
+                              flops=config.scaling.flops, seed=config.seed,
+                              grid_stride=config.scaling.grid_stride)
     report.write(io.join(workdir, "fit"), result, rows)
     times["fit"] = time.time() - t
     plan = result["compute_optimal"][0]

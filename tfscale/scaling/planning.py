@@ -27,8 +27,9 @@ def flops_per_token_fn(rows=None):
 
 
 def chinchilla_loss(p, n, d):
-    """L(N, D) of the Chinchilla law `p`."""
-    return p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]
+    """L(N, D) of the Chinchilla law `p` (inf, not an exception, for a degenerate bootstrap refit)."""
+    with np.errstate(all="ignore"):
+        return float(p["E"] + p["A"] / np.float64(n) ** p["alpha"] + p["B"] / np.float64(d) ** p["beta"])
 
 
 def compute_optimal(params, flops, per_token=None):

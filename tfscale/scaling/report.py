@@ -119,8 +119,8 @@ def markdown(result):
     """report.md: the law, parameters with intervals, goodness of fit, extrapolation and the plan."""
     law = laws_lib.LAWS[result["law"]]
     lines = [f"# Scaling-law fit: {law.formula}", "",
-             f"{result['n_points']} runs; Huber (delta 1e-3) on log loss, L-BFGS from a grid of "
-             f"initialisations; 95 % intervals from {result['bootstrap']} bootstrap refits.", "",
+             f"{result['n_points']} runs; Huber (delta 1e-3) on log loss, L-BFGS from "
+             f"{result.get('initialisations', 'a grid of')} initialisations; 95 % intervals from {result['bootstrap']} bootstrap refits.", "",
              "| parameter | value | 95 % interval |", "|---|---|---|"]
     for name in law.param_names:
         ci = result["ci"].get(name)
