@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -25,7 +26,7 @@ def tiny_sweep(**sweep_keys):
 def test_plan_crosses_sizes_with_budgets_and_fits_each_schedule_to_its_run():
     config = tiny_sweep()
     runs = sweep.plan(config)
-    assert len(runs) == len(config.sweep.sizes) * len(config.sweep.num_tokens) == 6
+    assert len(runs) == len(config.sweep.sizes) * len(config.sweep.num_tokens) == 8
     batch, seq_len = config.train.batch_size, config.model.seq_len
     for r in runs:
         overrides = dict(r.overrides)
@@ -38,15 +39,15 @@ def test_plan_crosses_sizes_with_budgets_and_fits_each_schedule_to_its_run():
 def test_isoflop_plan_gives_every_size_the_same_compute():
     config = tiny_sweep(num_tokens=(), compute_budgets=(2e9,))
     runs = sweep.plan(config)
-    assert len(runs) == 3 and all(r.compute_budget == 2e9 for r in runs)
+    assert len(runs) == 4 and all(r.compute_budget == 2e9 for r in runs)
     for r in runs:  # num_steps x batch x FLOPs per example ~ the budget (up to rounding one update)
         assert abs(r.cost - 2e9) <= r.cost / r.num_steps
-    assert len({r.num_steps for r in runs}) == 3  # smaller models train longer
+    assert len({r.num_steps for r in runs}) == 4  # smaller models train longer
 
 
 def test_grid_and_random_search_expand_each_size_budget_group():
     grid = sweep.plan(tiny_sweep(search="optimizer.learning_rate=1e-3,3e-3;optimizer.weight_decay=0,0.1"))
-    assert len(grid) == 6 * 4 and len({r.group for r in grid}) == 6
+    assert len(grid) == 8 * 4 and len({r.group for r in grid}) == 8
     for group in {r.group for r in grid}:
         settings = {(dict(r.overrides)["optimizer.learning_rate"], dict(r.overrides)["optimizer.weight_decay"])
                     for r in grid if r.group == group}
@@ -54,7 +55,7 @@ def test_grid_and_random_search_expand_each_size_budget_group():
     rand = sweep.plan(tiny_sweep(search="optimizer.learning_rate=loguniform(1e-4,1e-2)", search_mode="random",
                                  search_samples=3))
     lrs = [dict(r.overrides)["optimizer.learning_rate"] for r in rand]
-    assert len(rand) == 18 and all(1e-4 <= lr <= 1e-2 for lr in lrs) and len(set(lrs)) == 18
+    assert len(rand) == 24 and all(1e-4 <= lr <= 1e-2 for lr in lrs) and len(set(lrs)) == 24
     assert [r.name for r in rand] == [r.name for r in sweep.plan(tiny_sweep(
         search="optimizer.learning_rate=loguniform(1e-4,1e-2)", search_mode="random", search_samples=3))]
 
@@ -109,21 +110,22 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on_then_retried(tmp_path):
 
 def test_sweep_cli_resumes_after_sigkill_and_skips_finished_runs(tmp_path):
     args = [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/scaling_lm.py:tiny",
-            f"--workdir={tmp_path}", "--config.sweep.sizes=a: num_layers=1,d_model=8,num_heads=2,d_ff=32",
-            "--config.sweep.num_tokens=(8192, 16384)", "--config.checkpoint.every_steps=8"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:  # kill once the second (larger) run has written a checkpoint
-        lines.append(line)
-        if "a_T1.64e4" in line and os.path.exists(tmp_path / "runs" / "a_T1.64e4" / "checkpoints" / "checkpoint"):
-            proc.kill()
-            break
-    proc.wait(timeout=60)
+            f"--workdir={tmp_path}", "--config.sweep.sizes=('a: num_layers=1,d_model=8,num_heads=2,d_ff=32',)",
+            "--config.sweep.num_tokens=(8192, 65536)", "--config.checkpoint.every_steps=8"]
+    checkpoint = tmp_path / "runs" / "a_T6.55e4" / "checkpoints" / "checkpoint"
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while proc.poll() is None and not checkpoint.exists() and time.time() < deadline:
+            time.sleep(0.02)  # kill once the second (larger) run has written a checkpoint
+        proc.kill()
+        proc.wait(timeout=60)
+    lines = (tmp_path / "log.txt").read_text().splitlines()
     rows = results.read(str(tmp_path / "results.jsonl"))
     assert [r["name"] for r in rows] == ["a_T8.19e3"], "".join(lines[-20:])
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1 runs ran (0 failed), 1 already finished" in done.stdout
-    assert "restored" in done.stderr.lower() or "resum" in done.stderr.lower()
+    assert "resumed from" in done.stderr
     rows = results.read(str(tmp_path / "results.jsonl"))
-    assert [r["name"] for r in rows] == ["a_T8.19e3", "a_T1.64e4"] and rows[1]["steps"] == 128
+    assert [r["name"] for r in rows] == ["a_T8.19e3", "a_T6.55e4"] and rows[1]["steps"] == 512

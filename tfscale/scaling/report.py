@@ -4,6 +4,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -12,6 +13,7 @@ from tfscale.scaling import laws as laws_lib  # noqa: E402
 from tfscale.scaling import planning  # noqa: E402
 
 LABELS = {"num_params": "parameters N", "num_tokens": "training tokens D", "flops": "training FLOPs C"}
+SYMBOLS = {"num_params": "N", "num_tokens": "D", "flops": "C"}
 
 
 def write(workdir, result, rows):
@@ -57,6 +59,11 @@ def plot(path, result, rows):
             xs = np.geomspace(x.min() / 2, x.max() * 4, 100)
             _band(ax, law, result, lambda v: [{panel: t} for t in v], xs, "C0")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if panel != "isoflop":  # a wide bootstrap band must not hide the points
+            observed = [float(r["loss"]) for r in rows]
+            span = max(observed) - min(observed)
+            ax.set_ylim(min(observed) - 0.5 * span, max(observed) + 0.5 * span)
         ax.set_xlabel(LABELS.get(panel, "parameters N (isoFLOP profiles)"))
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3, which="both")
@@ -78,7 +85,7 @@ def _chinchilla_panel(ax, law, result, rows, column):
     for value, color in zip(values, colors):
         mine = [r for r in rows if float(r[other]) == value]
         ax.scatter([float(r[column]) for r in mine], [float(r["loss"]) for r in mine], s=18, color=color,
-                   zorder=3, label=f"{other.split('_')[1][0].upper()} = {value:.3g}" if len(values) <= 8 else None)
+                   zorder=3, label=f"{SYMBOLS[other]} = {value:.3g}" if len(values) <= 8 else None)
         if len(values) <= 8:
             _band(ax, law, result, lambda v, value=value: [{column: t, other: value} for t in v], xs, color)
     if len(values) <= 8:
