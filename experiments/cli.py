@@ -50,6 +50,14 @@ def _parse_error(error, argv):
     return f"{error} ({type(cause).__name__}: {cause})"
 
 
+def define_config_and_workdir(example, workdir_help):
+    """The --config (a locked ml_collections config file) and --workdir flags of a training script."""
+    from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+    config_flags.DEFINE_config_file("config", None, f"Config file, e.g. {example}.", lock_config=True)
+    flags.DEFINE_string("workdir", None, workdir_help)
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
 def run(main):
     """Parses flags, then runs `main()`; user mistakes exit 2 with one line."""
     _check_config_files(sys.argv)

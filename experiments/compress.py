@@ -6,14 +6,10 @@ r"""Trains (or loads) a config's model, then writes and measures every compresse
 Writes DIR/compress/*.tflite (+ SavedModels), DIR/compression.json and DIR/compression.md.
 """
 from absl import flags
-from ml_collections import config_flags
 
 from experiments import cli
 
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. experiments/configs/digits_cnn.py[:tiny].",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder of the run (trained if it holds none).")
-flags.mark_flags_as_required(["config", "workdir"])
+cli.define_config_and_workdir("experiments/configs/digits_cnn.py[:tiny]", "Folder of the run (trained if it holds none).")
 
 
 def main():

@@ -7,14 +7,10 @@ Writes DIR/sweep/ (results.jsonl, runs/), DIR/fit/ (fit.json, scaling.png, repor
 (the model, its SavedModel and .tflite files), DIR/scaling.json and DIR/scaling.md.
 """
 from absl import flags
-from ml_collections import config_flags
 
 from experiments import cli
 
-config_flags.DEFINE_config_file("config", None, "Scaling config, e.g. experiments/configs/scaling_lm.py[:tiny].",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder of the job (resumed if it holds one).")
-flags.mark_flags_as_required(["config", "workdir"])
+cli.define_config_and_workdir("experiments/configs/scaling_lm.py[:tiny]", "Folder of the job (resumed if it holds one).")
 
 
 def main():

@@ -7,16 +7,12 @@ Every run trains into DIR/runs/NAME and appends a row to DIR/results.jsonl, whic
 `experiments.fit --results=DIR/results.jsonl` reads.
 """
 from absl import flags
-from ml_collections import config_flags
 
 from experiments import cli
 
-config_flags.DEFINE_config_file("config", None, "Sweep config, e.g. experiments/configs/scaling_lm.py[:tiny].",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Sweep folder: results.jsonl and runs/.")
+cli.define_config_and_workdir("experiments/configs/scaling_lm.py[:tiny]", "Sweep folder: results.jsonl and runs/.")
 flags.DEFINE_integer("shard_index", 0, "This machine's shard (0-based).", lower_bound=0)
 flags.DEFINE_integer("num_shards", 1, "Machines sharing DIR; each runs every num_shards-th run.", lower_bound=1)
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main():

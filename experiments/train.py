@@ -6,14 +6,10 @@ r"""Trains one config into a workdir; re-running the same command resumes it.
 import json
 
 from absl import flags
-from ml_collections import config_flags
 
 from experiments import cli
 
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. experiments/configs/digits_mlp.py[:tiny].",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder of the run (created; resumed if it holds one).")
-flags.mark_flags_as_required(["config", "workdir"])
+cli.define_config_and_workdir("experiments/configs/digits_mlp.py[:tiny]", "Folder of the run (created; resumed if it holds one).")
 
 
 def main():
