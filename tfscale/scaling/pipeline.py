@@ -35,10 +35,8 @@ def choose_size(config, num_params):
 def final_config(config, overrides, num_steps):
     """The recommended model's training config: the sweep's recipe at its own size and length,
     with gradient accumulation and an export."""
-    s = config.sweep
     c = sweep.apply_overrides(config, (
-        *overrides, ("train.num_steps", num_steps),
-        ("schedule.warmup_steps", round(s.warmup_fraction * num_steps)),
+        *overrides, *sweep.length_overrides(config.sweep, num_steps),
         ("train.accum_steps", config.scaling.accum_steps), ("export.saved_model", True),
         ("checkpoint.every_steps", max(1, num_steps // 4))))
     return sweep.strip_sections(c)

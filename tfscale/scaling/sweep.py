@@ -15,7 +15,6 @@ round-robin, so shards on machines that share DIR together run each exactly once
 import dataclasses
 import itertools
 import math
-import os
 import sys
 import time
 
@@ -150,6 +149,11 @@ def apply_overrides(config, overrides):
     return c
 
 
+def length_overrides(sweep, num_steps):
+    """A run's length and the schedule fitted to it: warmup a fixed share, cosine to its last update."""
+    return (("train.num_steps", num_steps), ("schedule.warmup_steps", round(sweep.warmup_fraction * num_steps)))
+
+
 def strip_sections(config):
     """A run's own config, locked: the sweep config without its `sweep` and `scaling` sections."""
     for section in ("sweep", "scaling"):
@@ -203,11 +207,9 @@ def plan(config):
             group = f"{label}_{_budget_label(budget, 'T' if kind == 'tokens' else 'C')}"
             for setting in search_settings(s, rng):
                 suffix = "".join(f"_{k.split('.')[-1]}={_short(v)}" for k, v in setting)
-                warmup = round(s.warmup_fraction * steps)
                 runs.append(PlannedRun(
                     name=group + suffix, group=group, size=label,
-                    overrides=(*overrides, ("train.num_steps", steps), ("schedule.warmup_steps", warmup),
-                               *setting),
+                    overrides=(*overrides, *length_overrides(s, steps), *setting),
                     num_steps=steps, cost=float(steps * batch * flops_per_example),
                     compute_budget=float(budget) if kind == "flops" else 0.0))
     for r in runs:
