@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 
 import tfscale  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 EXIT_USAGE = 2
 

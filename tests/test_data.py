@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 
 from conftest import tiny_config
 from tfscale import data
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 ARRAYS = (np.arange(100, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32), np.arange(100, dtype=np.int32))
 

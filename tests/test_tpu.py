@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tfscale import data, distribute, precision, run
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from tfscale.config import ConfigError  # noqa: E402
+from tfscale.errors import ConfigError  # noqa: E402
 
 
 def train(config, workdir, callbacks=()):

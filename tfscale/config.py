@@ -6,11 +6,9 @@ config before anything is written, so a bad run never touches a workdir. Errors 
 """
 import ml_collections
 
+from tfscale.errors import ConfigError  # noqa: F401  (re-exported: `tfscale.config.ConfigError`)
+
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-
-
-class ConfigError(ValueError):
-    """A user mistake in a config, a flag or a workdir; the message is one line for the user."""
 
 
 def defaults():

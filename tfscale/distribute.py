@@ -11,7 +11,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 

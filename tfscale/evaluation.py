@@ -258,7 +258,7 @@ def evaluate_workdir(workdir, data=None, step=None):
     summaries into `workdir`, and returns the report. `data` may be passed to avoid reloading.
     """
     from tfscale import data as data_lib, io, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-    from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
+    from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
     config = workdir_lib.load_config(workdir)
     model_path = io.join(workdir, "export", "saved_model")

@@ -8,7 +8,7 @@ import json
 import os
 
 from tfscale import io
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 # Sections/keys that may change between an interrupted run and its resumption.

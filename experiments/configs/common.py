@@ -1,5 +1,6 @@
 """What the digits configs share: the training recipe and the `tiny` variant's run length."""
-from tfscale.config import ConfigError, defaults
+from tfscale.config import defaults
+from tfscale.errors import ConfigError
 
 VARIANTS = ("tiny",)
 

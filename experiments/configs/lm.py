@@ -3,7 +3,8 @@
 Variants: default (4 layers, d_model 128, context 128; minutes on 2 CPU cores) and `tiny`
 (seconds; smoke runs and tests).
 """
-from tfscale.config import ConfigError, defaults
+from tfscale.config import defaults
+from tfscale.errors import ConfigError
 
 MODEL = {  # variant -> transformer_lm knobs
     None: dict(num_layers=4, d_model=128, num_heads=4, d_ff=512, seq_len=128),

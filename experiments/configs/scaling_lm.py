@@ -12,7 +12,7 @@ is warmup (5 % of its updates) then cosine to its own last update.
 import ml_collections
 
 from experiments.configs import lm
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.scaling.sweep import sweep_defaults
 
 SHAPE = "num_layers={},d_model={},num_heads={},d_ff={}"

@@ -14,7 +14,7 @@ import tf_keras as keras
 from tfscale import checkpoint, config as config_lib, io, models, run as run_lib, trainer
 from tfscale import workdir as workdir_lib
 from tfscale.compress import distill, finetune, variants as variants_lib
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 
 def load_teacher(teacher_workdir, run):

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 # mode -> what the converter is told. `qat` converts a quantization-aware-trained network (its
 # fake-quant ranges become the int8 parameters).

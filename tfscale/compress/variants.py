@@ -13,7 +13,7 @@ import tf_keras as keras
 
 from tfscale import export
 from tfscale.compress import tflite
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 # variant -> (the Keras network it is converted from, TFLite mode)
 VARIANTS = {

@@ -1,5 +1,5 @@
 """Data sets by name: embedded ones (no download), `synthetic`, and any prepared tfds data set."""
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.data import digits, pycode, synthetic, text, tfds_source
 from tfscale.data.info import Data, DataInfo, tfds_data_dir
 from tfscale.data.pipeline import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn

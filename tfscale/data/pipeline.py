@@ -27,7 +27,7 @@ def _as_model_input(x):
 def check_batch_size(num_examples, global_batch_size):
     """A global batch may not be larger than one epoch (it would repeat examples within a batch)."""
     if global_batch_size > num_examples:
-        from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
+        from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
         raise ConfigError(f"train.batch_size {global_batch_size} exceeds the {num_examples} "
                           "training examples of the data set")
 

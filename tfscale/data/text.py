@@ -7,7 +7,7 @@ position). Vocabulary: 256 byte values, so the loss is in nats per byte.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.data.info import Data, DataInfo
 
 VOCAB_SIZE = 256

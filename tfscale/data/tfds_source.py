@@ -5,7 +5,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.data.info import Data, DataInfo, input_scale_for, tfds_data_dir
 
 

@@ -7,7 +7,7 @@ precision policy, so losses and exports see float32.
 """
 import inspect
 
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.models import cnn, mlp, transformer_lm
 from tfscale.models.flops import training_flops_per_example
 

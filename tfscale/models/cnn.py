@@ -7,7 +7,7 @@ import math
 
 import tf_keras as keras
 
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 
 def _image_shape(shape):

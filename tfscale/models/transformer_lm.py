@@ -59,7 +59,7 @@ def _block(x, i, num_heads, d_model, d_ff, dropout):
 
 def build(info, num_layers=2, d_model=128, num_heads=4, d_ff=512, seq_len=128, dropout=0.0,
           tie_embeddings=True):
-    from tfscale.config import ConfigError  # pylint: disable=import-outside-toplevel
+    from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
     if d_model % num_heads:
         raise ConfigError(f"model.d_model {d_model} is not divisible by model.num_heads {num_heads}")
     if info.input_shape != (seq_len,):

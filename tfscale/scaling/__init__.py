@@ -7,7 +7,7 @@
   planning.py  compute-optimal N and D, the compute to reach a loss, isoFLOP minima
   analysis.py  everything fit.json holds; report.py writes it with scaling.png and report.md
 """
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.scaling import analysis, laws, report, results
 
 

@@ -14,7 +14,7 @@ from absl import logging
 import numpy as np
 from scipy import optimize
 
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.scaling import laws as laws_lib
 
 HUBER_DELTA = 1e-3

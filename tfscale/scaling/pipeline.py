@@ -15,7 +15,7 @@ import time
 from absl import logging
 
 from tfscale import io
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.scaling import analysis, laws, planning, report, results, sweep
 
 

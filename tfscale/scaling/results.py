@@ -10,7 +10,7 @@ import json
 import math
 import os
 
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 
 REQUIRED = ("num_params", "num_tokens", "flops", "loss")
 

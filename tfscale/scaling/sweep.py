@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from tfscale import io
-from tfscale.config import ConfigError
+from tfscale.errors import ConfigError
 from tfscale.scaling import results as results_lib
 
 RESULTS_FILE = "results.jsonl"
