@@ -14,7 +14,12 @@ from tfscale.optim.muon import Muon, newton_schulz
 STEPS = 4
 # tall and conv (18 x 5 flattened) have rows > cols, wide rows < cols; excluded is a matrix that
 # Muon is told to leave to AdamW, bias a vector that gets AdamW anyway and no weight decay.
-SHAPES = {"tall": (6, 4), "wide": (3, 8), "conv": (3, 3, 2, 5), "bias": (4,), "excluded": (5, 3)}
+# query is a MultiHeadAttention query kernel [d=4, heads=2, head_dim=3] (a 4 x 6 matrix: the heads'
+# projections side by side), attn_out its output kernel [heads, head_dim, d] (6 x 4: stacked),
+# attn_bias the query's [heads, head_dim] bias (AdamW, no decay, although of rank 2).
+SHAPES = {"tall": (6, 4), "wide": (3, 8), "conv": (3, 3, 2, 5), "bias": (4,), "excluded": (5, 3),
+          "query": (4, 2, 3), "attn_out": (2, 3, 4), "attn_bias": (2, 3)}
+NO_DECAY = ("bias", "attn_bias")
 
 
 def initial_weights():
@@ -62,13 +67,39 @@ def newton_schulz_numpy(g, steps=5):
     return x.T if g.shape[0] > g.shape[1] else x
 
 
-def muon_numpy(w, grads, lr, mu=0.95, nesterov=True, wd=0.0):
+# Each kernel as the matrix of its linear map (fan_in x fan_out), and back.
+def heads_side_by_side(k):  # [d, heads, head_dim] -> [d, heads * head_dim]: x W = [x W_1 | x W_2 ...]
+    return np.concatenate([k[:, h, :] for h in range(k.shape[1])], axis=1)
+
+
+def heads_stacked(k):  # [heads, head_dim, d] -> [heads * head_dim, d]: sum_h o_h W_h
+    return np.concatenate(list(k), axis=0)
+
+
+def im2col(k):  # [kh, kw, cin, cout] -> [kh * kw * cin, cout]: patches times kernel
+    return np.stack([k[..., o].ravel() for o in range(k.shape[-1])], axis=1)
+
+
+TO_MATRIX = {"query": heads_side_by_side, "attn_out": heads_stacked, "conv": im2col}
+
+
+def from_matrix(kind, m, shape):
+    if kind == "query":
+        return np.stack(np.split(m, shape[1], axis=1), axis=1)
+    if kind == "attn_out":
+        return np.stack(np.split(m, shape[0], axis=0), axis=0)
+    if kind == "conv":
+        return np.stack([m[:, o].reshape(shape[:-1]) for o in range(shape[-1])], axis=-1)
+    return m
+
+
+def muon_numpy(w, grads, lr, mu=0.95, nesterov=True, wd=0.0, kind="matrix"):
     w, buf = w.astype(np.float64), 0.0
     for g, lr_t in zip(grads, np.broadcast_to(lr, len(grads))):
         buf = mu * buf + g
-        d = ((g + mu * buf) if nesterov else buf).reshape(-1, w.shape[-1])
-        o = newton_schulz_numpy(d) * 0.2 * np.sqrt(max(d.shape))
-        w = w - lr_t * wd * w - lr_t * o.reshape(w.shape)
+        d = TO_MATRIX.get(kind, np.asarray)((g + mu * buf) if nesterov else buf)
+        o = newton_schulz_numpy(d) * 0.2 * np.sqrt(max(d.shape))  # (fan_in, fan_out)
+        w = w - lr_t * wd * w - lr_t * from_matrix(kind, o, w.shape)
     return w
 
 
@@ -76,26 +107,28 @@ def muon_numpy(w, grads, lr, mu=0.95, nesterov=True, wd=0.0):
 
 def make_lamb(lr, variables, wd=0.01):
     optimizer = LAMB(lr, weight_decay=wd)
-    optimizer.exclude_from_weight_decay(var_list=[variables["bias"]])
+    optimizer.exclude_from_weight_decay(var_list=[variables[k] for k in NO_DECAY])
     return optimizer
 
 
 def expect_lamb(initial, grads, lr, wd=0.01):
-    return {k: lamb_numpy(w, grads[k], lr, wd=wd, adapt=k != "bias") for k, w in initial.items()}
+    return {k: lamb_numpy(w, grads[k], lr, wd=wd, adapt=k not in NO_DECAY) for k, w in initial.items()}
 
 
 def make_muon(lr, variables, nesterov=True):
+    """As the framework sets Muon up from the variables' roles."""
     optimizer = Muon(lr, nesterov=nesterov, weight_decay=0.1)
-    optimizer.exclude_from_muon(var_list=[variables["excluded"]])
-    optimizer.exclude_from_weight_decay(var_list=[variables["bias"]])
+    optimizer.exclude_from_muon(var_list=[variables["excluded"], variables["attn_bias"]])
+    optimizer.set_matrix_shapes([variables["query"], variables["attn_out"]], [(4, 6), (6, 4)])
+    optimizer.exclude_from_weight_decay(var_list=[variables[k] for k in NO_DECAY])
     return optimizer
 
 
 def expect_muon(initial, grads, lr, nesterov=True):
-    return {"bias": adamw_numpy(initial["bias"], grads["bias"], lr, wd=0.0),
+    return {**{k: adamw_numpy(initial[k], grads[k], lr, wd=0.0) for k in NO_DECAY},
             "excluded": adamw_numpy(initial["excluded"], grads["excluded"], lr, wd=0.1),
-            **{k: muon_numpy(initial[k], grads[k], lr, nesterov=nesterov, wd=0.1)
-               for k in ("tall", "wide", "conv")}}
+            **{k: muon_numpy(initial[k], grads[k], lr, nesterov=nesterov, wd=0.1, kind=k)
+               for k in ("tall", "wide", "conv", "query", "attn_out")}}
 
 
 CASES = {"lamb": (make_lamb, expect_lamb), "muon": (make_muon, expect_muon)}
@@ -123,7 +156,7 @@ def test_lamb_matches_numpy_with_trust_ratio_and_decay_and_neither_for_an_exclud
 
 
 @pytest.mark.parametrize("nesterov", [True, False])
-def test_muon_matches_numpy_on_tall_wide_and_conv_kernels_and_adamw_on_bias_and_excluded(nesterov):
+def test_muon_matches_numpy_on_tall_wide_conv_and_attention_kernels_and_adamw_on_the_rest(nesterov):
     initial, grads = initial_weights(), gradients()
     variables = {k: tf.Variable(w, name=k) for k, w in initial.items()}
     optimizer = make_muon(0.02, variables, nesterov=nesterov)
@@ -131,10 +164,17 @@ def test_muon_matches_numpy_on_tall_wide_and_conv_kernels_and_adamw_on_bias_and_
     assert_matches(variables, expect_muon(initial, grads, 0.02, nesterov=nesterov))
     # Only what each variable needs: a momentum buffer per Muon matrix, m and v per AdamW one.
     slots = {re.search(r"(\w+)/(\w+):0$", v.name).groups() for v in optimizer.variables[1:]}  # [0]: step
-    assert slots == {("momentum", "tall"), ("momentum", "wide"), ("momentum", "conv"),
-                     ("m", "bias"), ("v", "bias"), ("m", "excluded"), ("v", "excluded")}
+    assert slots == {("momentum", k) for k in ("tall", "wide", "conv", "query", "attn_out")} | {
+        (s, k) for s in ("m", "v") for k in ("bias", "excluded", "attn_bias")}
     with pytest.raises(ValueError, match="before the optimizer is built"):
         optimizer.exclude_from_muon(var_names=["tall"])
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        optimizer.set_matrix_shapes([variables["tall"]], [(4, 6)])
+
+
+def test_muon_refuses_a_matrix_shape_of_another_size():
+    with pytest.raises(ValueError, match="no \\(4, 4\\) matrix"):
+        Muon(0.02).set_matrix_shapes([tf.Variable(tf.zeros((4, 2, 3)))], [(4, 4)])
 
 
 def test_muon_excludes_matrices_by_name_pattern():
@@ -237,7 +277,7 @@ def test_optimizer_trains_a_dense_model_under_fit(optimizer):
     optimizer = optimizer()
     optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.shape.rank <= 1])
     if isinstance(optimizer, Muon):
-        optimizer.exclude_from_muon(var_list=[model.layers[-1].kernel])  # as the framework does
+        optimizer.exclude_from_muon(var_list=[model.layers[-1].kernel])  # the output layer: AdamW
     model.compile(optimizer, "mse")
     history = model.fit(x, y, batch_size=16, epochs=8, verbose=0).history["loss"]
     assert history[-1] < 0.3 * history[0], history

@@ -1,12 +1,14 @@
 """Optimizers and learning-rate schedules from a config.
 
 sgd, adam, adamw, adafactor and lion are tf_keras's own; lamb and muon are small tf_keras
-optimizers of ours (tf_keras 2.21 has neither). For every optimizer, weight decay is decoupled
-and skips biases and norm parameters (all variables of rank <= 1), and `global_clipnorm` clips
-the aggregated gradient of one whole update.
+optimizers of ours (tf_keras 2.21 has neither). Variables are treated by their role in the model
+(`roles.variable_roles`): for every optimizer, weight decay is decoupled and skips biases and
+norm parameters (embeddings and matrices are decayed); Muon orthogonalises hidden matrices only.
+`global_clipnorm` clips the aggregated gradient of one whole update.
 """
 import tf_keras as keras
 
+from tfscale.optim import roles as roles_lib
 from tfscale.optim.schedules import SCHEDULES, WarmupSchedule, build_schedule
 
 
@@ -37,15 +39,6 @@ OPTIMIZERS = {
 }
 
 
-def _output_and_embedding_variables(model):
-    """Muon orthogonalises hidden matrices only: embeddings and the output layer use AdamW."""
-    layers = [l for l in model._flatten_layers(include_self=False)]  # pylint: disable=protected-access
-    embeddings = [v for l in layers if isinstance(l, keras.layers.Embedding) for v in l.weights]
-    with_kernel = [l for l in layers if getattr(l, "kernel", None) is not None]
-    output = [with_kernel[-1].kernel] if with_kernel else []
-    return embeddings + output
-
-
 def build_optimizer(config, model, jit_compile=False):
     """The config's optimizer for `model` (call inside the strategy scope, after the model is built)."""
     o = config.optimizer
@@ -58,11 +51,14 @@ def build_optimizer(config, model, jit_compile=False):
     if o.name == "adam":
         kw.pop("weight_decay")  # plain Adam (config.validate refuses a decay); adamw decouples it
     optimizer = OPTIMIZERS[o.name](o, lr, **kw)
+    roles = roles_lib.variable_roles(model)
+    pairs = [(v, roles[roles_lib.key(v)]) for v in model.trainable_variables]
     # Biases and norm parameters: no decay (and, for LAMB, no layer adaptation).
-    optimizer.exclude_from_weight_decay(
-        var_list=[v for v in model.trainable_variables if v.shape.rank <= 1])
-    if hasattr(optimizer, "exclude_from_muon"):
-        optimizer.exclude_from_muon(var_list=_output_and_embedding_variables(model))
+    optimizer.exclude_from_weight_decay(var_list=[v for v, r in pairs if not roles_lib.decays(r, v)])
+    if hasattr(optimizer, "exclude_from_muon"):  # Muon for hidden matrices, AdamW for the rest
+        matrices = [(v, r.matrix) for v, r in pairs if r.kind == "matrix"]
+        optimizer.exclude_from_muon(var_list=[v for v, r in pairs if r.kind != "matrix"])
+        optimizer.set_matrix_shapes([v for v, _ in matrices], [m for _, m in matrices])
     return optimizer
 
 

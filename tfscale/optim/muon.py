@@ -4,13 +4,16 @@ Jordan et al. 2024 (https://kellerjordan.github.io/posts/muon/), with the update
 Liu et al. 2025 ("Muon is Scalable for LLM Training", arXiv:2502.16982) so one learning rate and
 one schedule serve both parameter groups. tf_keras 2.21 has no Muon.
 
-Hidden weight matrices (rank >= 2; conv kernels flattened to (kh*kw*cin, cout)) take the Nesterov
-momentum of their gradient, replace it by the nearest semi-orthogonal matrix (quintic
-Newton–Schulz iterations), and step by lr * 0.2 * sqrt(max(rows, cols)) times that: an update
-RMS of about 0.2, like AdamW's. Everything else (biases, norms, and what `exclude_from_muon`
-names: the framework names embeddings and the output layer) gets AdamW. Weight decay is
+Hidden weight matrices take the Nesterov momentum of their gradient, viewed as the 2-D
+(fan_in, fan_out) matrix of the linear map (`set_matrix_shapes`; by default
+(prod(shape[:-1]), shape[-1]), right for Dense and conv kernels), replace it by the nearest
+semi-orthogonal matrix (quintic Newton–Schulz iterations), and step by
+lr * 0.2 * sqrt(max(fan_in, fan_out)) times that: an update RMS of about 0.2, like AdamW's.
+Vectors and what `exclude_from_muon` names get AdamW; the framework gives Muon only the
+variables whose role (`tfscale.optim.roles`) is "matrix", with their shapes. Weight decay is
 decoupled (w -= lr * wd * w) for both groups and honours `exclude_from_weight_decay`.
 """
+import math
 import re
 
 import tensorflow as tf
@@ -56,6 +59,23 @@ class Muon(keras.optimizers.Optimizer):
         self._exclude_from_muon = [self._var_key(v) for v in var_list or []]
         self._exclude_from_muon_names = list(var_names or [])
 
+    def set_matrix_shapes(self, var_list, shapes):
+        """The (fan_in, fan_out) matrix each variable of `var_list` is orthogonalised as (its
+        elements in row-major order); call before build."""
+        if getattr(self, "_built", False):
+            raise ValueError("`set_matrix_shapes()` can only be configured before the optimizer is built.")
+        self._matrix_shapes = {}
+        for v, (rows, cols) in zip(var_list, shapes):
+            if rows * cols != v.shape.num_elements():
+                raise ValueError(f"{v.name} of shape {v.shape} is no ({rows}, {cols}) matrix")
+            self._matrix_shapes[self._var_key(v)] = (int(rows), int(cols))
+
+    def matrix_shape(self, variable):
+        """The 2-D view of `variable` that Muon orthogonalises."""
+        shape = variable.shape.as_list()
+        default = (math.prod(shape[:-1]), shape[-1])
+        return getattr(self, "_matrix_shapes", {}).get(self._var_key(variable), default)
+
     def uses_muon(self, variable):
         """Whether `variable` takes the Muon update (else AdamW)."""
         names = getattr(self, "_exclude_from_muon_names", [])
@@ -88,19 +108,19 @@ class Muon(keras.optimizers.Optimizer):
         if self.weight_decay and self._use_weight_decay(variable):
             variable.assign_sub(lr * tf.cast(self.weight_decay, dtype) * variable)
         if self.uses_muon(variable):
-            variable.assign_sub(lr * self._muon_direction(grad, self._momentums[index]))
+            direction = self._muon_direction(grad, self._momentums[index], self.matrix_shape(variable))
+            variable.assign_sub(lr * direction)
         else:
             variable.assign_sub(lr * self._adam_direction(grad, self._m[index], self._v[index]))
 
-    def _muon_direction(self, grad, buf):
+    def _muon_direction(self, grad, buf, matrix_shape):
         momentum = tf.cast(self.momentum, grad.dtype)
         buf.assign(momentum * buf + grad)
         direction = grad + momentum * buf if self.nesterov else tf.convert_to_tensor(buf)
-        shape = direction.shape
-        matrix = tf.reshape(direction, [-1, shape[-1]])  # (in, out); conv: (kh*kw*cin, cout)
-        scale = 0.2 * max(matrix.shape) ** 0.5
+        matrix = tf.reshape(direction, matrix_shape)
+        scale = 0.2 * max(matrix_shape) ** 0.5
         orthogonal = newton_schulz(matrix, self.ns_steps) * scale
-        return tf.cast(tf.reshape(orthogonal, shape), grad.dtype)
+        return tf.cast(tf.reshape(orthogonal, tf.shape(grad)), grad.dtype)
 
     def _adam_direction(self, grad, m, v):
         dtype = grad.dtype
