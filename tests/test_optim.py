@@ -16,22 +16,54 @@ def lr_at(name, steps, warmup=10, total=100, end_factor=0.0):
     return [float(schedule(s)) for s in steps]
 
 
-def test_schedules_warm_up_linearly_then_decay_to_their_end():
-    assert lr_at("warmup_cosine", [0, 4, 9]) == pytest.approx([0.1, 0.5, 1.0])
-    assert lr_at("warmup_cosine", [10, 55, 100]) == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
-    assert lr_at("warmup_cosine", [100], end_factor=0.1) == pytest.approx([0.1])
-    assert lr_at("warmup_linear", [10, 55, 100]) == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
+# The optimizer calls its schedule with the updates done before the current one: the first
+# update uses schedule(0), the last of a run of `total` updates schedule(total - 1).
+# Peak 1, 100 updates, end 0.1; with 10 warmup updates: (first update, last of warmup, last
+# update); without warmup: the last update (the first is the peak).
+FIRST_AND_LAST = {
+    "warmup_cosine": (0.1, 1.0, 0.1, 0.1),
+    "warmup_linear": (0.1, 1.0, 0.1, 0.1),
+    "inverse_sqrt": (0.1, 1.0, (10 / 99) ** 0.5, 0.1 * (100 / 99) ** 0.5),  # sqrt(warmup / step)
+    "constant": (0.1, 1.0, 1.0, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(optim.SCHEDULES))
+def test_schedule_warms_up_to_the_peak_and_reaches_its_end_on_the_last_update(name):
+    first, peak, last, last_without_warmup = FIRST_AND_LAST[name]
+    assert lr_at(name, [0, 9, 99], end_factor=0.1) == pytest.approx([first, peak, last], rel=1e-6)
+    assert lr_at(name, [0, 99], warmup=0, end_factor=0.1) == pytest.approx([1.0, last_without_warmup], rel=1e-6)
+
+
+def test_schedules_in_between():
+    assert lr_at("warmup_cosine", [4, 54], end_factor=0.1) == pytest.approx([0.5, 0.55])
+    assert lr_at("warmup_linear", [4, 54], end_factor=0.1) == pytest.approx([0.5, 0.55])
     assert lr_at("inverse_sqrt", [10, 40, 90]) == pytest.approx([1.0, 0.5, 1 / 3], rel=1e-5)
-    assert lr_at("constant", [0, 50, 99], warmup=0) == pytest.approx([1.0, 1.0, 1.0])
+    cosine = lr_at("warmup_cosine", range(9, 100))
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))  # decays right after the peak
+    for name in ("warmup_cosine", "warmup_linear"):  # and stays at its end past the last update
+        assert lr_at(name, [100, 150], end_factor=0.1) == pytest.approx([0.1, 0.1])
+
+
+def test_inverse_sqrt_never_goes_below_its_end():
+    assert lr_at("inverse_sqrt", [250, 2000, 9999], total=10000, end_factor=0.1) == pytest.approx([0.2, 0.1, 0.1])
+    assert lr_at("inverse_sqrt", [9999], total=10000) == pytest.approx([(10 / 9999) ** 0.5], rel=1e-5)
 
 
 @pytest.mark.parametrize("accum_steps", [1, 4])
 def test_schedule_advances_once_per_update_not_per_micro_batch(tmp_path, accum_steps):
-    run = Run(tiny_config(train__accum_steps=accum_steps, train__num_steps=6, schedule__warmup_steps=6,
-                          export__saved_model=False), str(tmp_path))
-    run.fit()
-    assert run.step == 6
-    assert float(run.optimizer.learning_rate) == pytest.approx(run.config.optimizer.learning_rate)
+    """Update k (from 0) uses schedule(k), whatever the number of micro-batches per update (the
+    optimizer's `learning_rate` is the one its last update used)."""
+    config = tiny_config(train__accum_steps=accum_steps, train__num_steps=6, schedule__warmup_steps=4,
+                         schedule__end_factor=0.1, export__saved_model=False)
+    run = Run(config, str(tmp_path))
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(
+        (int(run.optimizer.iterations), float(run.optimizer.learning_rate))))
+    run.fit(extra_callbacks=[record])
+    peak = config.optimizer.learning_rate
+    assert seen == [(k + 1, pytest.approx(lr, rel=1e-6))
+                    for k, lr in enumerate([peak / 4, peak / 2, 3 * peak / 4, peak, 0.55 * peak, 0.1 * peak])]
 
 
 @pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))

@@ -12,8 +12,10 @@ import tf_keras as keras
 # tf_keras's CosineDecay has a warmup, but its linear and inverse-square-root decays do not;
 # one class gives all four the same warmup and the same meaning of `end_factor`.
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak` over `warmup_steps`, then `decay` (constant, cosine,
-    linear or inverse square root) over the remaining updates down to `end_factor * peak`."""
+    """Linear warmup over `warmup_steps` updates (the first uses peak / warmup_steps, the last
+    one of warmup `peak`), then `decay` down to `end_factor * peak`: cosine and linear reach it
+    at the run's last update (step total_steps - 1); inverse square root, sqrt(warmup / step)
+    after warmup, never goes below it; constant stays at `peak`."""
 
     def __init__(self, peak, total_steps, warmup_steps=0, decay="cosine", end_factor=0.0):
         self.peak = float(peak)
@@ -23,10 +25,12 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.end_factor = float(end_factor)
 
     def __call__(self, step):
+        # `step` counts the updates before this one: the optimizer's iterations.
         step = tf.cast(step, tf.float32)
         warmup = float(max(self.warmup_steps, 1))
-        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
-        progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        at_peak = float(max(self.warmup_steps - 1, 0))  # the update that uses the peak
+        decay_steps = float(max(self.total_steps - 1 - at_peak, 1))
+        progress = tf.clip_by_value((step - at_peak) / decay_steps, 0.0, 1.0)
         end = self.end_factor
         if self.decay == "constant":
             factor = tf.ones_like(progress)
@@ -34,8 +38,8 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             factor = end + (1.0 - end) * 0.5 * (1.0 + tf.cos(math.pi * progress))
         elif self.decay == "linear":
             factor = 1.0 - (1.0 - end) * progress
-        elif self.decay == "inverse_sqrt":  # 1 at the end of warmup, then sqrt(warmup / step)
-            factor = tf.math.rsqrt(tf.maximum(step, warmup) / warmup)
+        elif self.decay == "inverse_sqrt":  # 1 until the end of warmup, then sqrt(warmup / step)
+            factor = tf.maximum(end, tf.math.rsqrt(tf.maximum(step, warmup) / warmup))
         else:
             raise ValueError(f"unknown decay {self.decay!r}")
         if self.warmup_steps > 0:
