@@ -6,32 +6,55 @@ rematerialisation or padding. Accelerators' peaks come from a table of dense bf1
 figures; the CPU's from a short float32 matmul probe run once per process.
 """
 import os
+import re
 import time
 
 from absl import logging
 import tensorflow as tf
 
-# Dense (no sparsity) bf16/fp16 peak FLOP/s per device as TensorFlow sees it.
-# GPUs: NVIDIA datasheets (H100/H200 SXM 989.4 TF, H100 PCIe 756 TF, A100 312 TF, L4 121 TF,
-# A10 125 TF, V100 125 TF, T4 65 TF). TPUs: Cloud TPU system-architecture pages, per chip
-# (v2 45 TF and v3 123 TF, each chip 2 devices; v4 275 TF, one megacore device per chip;
-# v5e 197 TF; v5p 459 TF; v6e 918 TF).
+# Dense (no sparsity) bf16/fp16 tensor peak FLOP/s per device, by canonical name (`canonical`).
+# GPUs: NVIDIA datasheets (H100/H200 SXM 989.4 TF, H100 PCIe 756 TF, H100 NVL 835.5 TF, A100
+# 312 TF, L40S 362.05 TF, L40 181.05 TF, L4 121 TF, A10 125 TF, V100 SXM2 125 TF, V100 PCIe
+# 112 TF, T4 65 TF); A10G (AWS only, no NVIDIA datasheet) 70 TF as AWS-published specs quote it,
+# e.g. Baseten's "NVIDIA A10 vs A10G for ML model inference". TPUs: Cloud TPU
+# system-architecture pages, per chip (v2 45 TF and v3 123 TF, each chip 2 devices; v4 275 TF,
+# one megacore device per chip; v5e 197 TF; v5p 459 TF; v6e 918 TF).
 PEAK_FLOPS = {
-    "H200": 989.4e12, "H100 PCIe": 756e12, "H100": 989.4e12, "A100": 312e12, "L4": 121e12,
-    "A10": 125e12, "V100": 125e12, "T4": 65e12,
-    "v2": 45e12 / 2, "v3": 123e12 / 2, "v4": 275e12, "v5litepod": 197e12, "v5e": 197e12,
-    "v5p": 459e12, "v6e": 918e12,
+    "H200": 989.4e12, "H100": 989.4e12, "H100 PCIe": 756e12, "H100 NVL": 835.5e12,
+    "A100": 312e12, "L40S": 362.05e12, "L40": 181.05e12, "L4": 121e12, "A10": 125e12,
+    "A10G": 70e12, "V100": 125e12, "V100 PCIe": 112e12, "T4": 65e12,
+    "v2": 45e12 / 2, "v3": 123e12 / 2, "v4": 275e12, "v5e": 197e12, "v5p": 459e12, "v6e": 918e12,
 }
+# A TPU version token (v4, v5p, v5litepod, ...); "lite" is the e kind and a bare "v5" is v5p,
+# as device kinds name them ("TPU v5 lite" is v5e, "TPU v5" is v5p).
+_TPU = re.compile(r"v(\d)(e|p|lite|litepod)?$")
 
 _cpu_peak = None
 
 
-def lookup(device_name):
-    """Peak FLOP/s of a device by (a part of) its name, longest match first; None if unknown."""
-    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
-        if key.lower() in device_name.lower():
-            return PEAK_FLOPS[key]
+def canonical(device_name):
+    """The PEAK_FLOPS key of a device name as TensorFlow or the TPU environment reports it
+    ("NVIDIA H100 80GB HBM3" -> H100, "NVIDIA A100-SXM4-40GB" -> A100, "v5litepod-8" -> v5e),
+    matched whole token by token so L40S is never L4; None if unknown."""
+    keys = {k.lower(): k for k in PEAK_FLOPS}
+    tokens = [t for t in re.split(r"[^a-z0-9]+", device_name.lower()) if t]
+    for i, token in enumerate(tokens):
+        tpu = _TPU.match(token)
+        if tpu:
+            version, kind = tpu.groups()
+            if kind in ("lite", "litepod") or tokens[i + 1:i + 2] == ["lite"]:
+                kind = "e"
+            token = f"v{version}{kind or ('p' if version == '5' else '')}"
+        if token in keys:  # a variant named after the model ("H100 PCIe") where the table has one
+            variant = next((f"{token} {t}" for t in tokens[i + 1:] if f"{token} {t}" in keys), token)
+            return keys[variant]
     return None
+
+
+def lookup(device_name):
+    """Peak FLOP/s of a device by its reported name; None if unknown."""
+    key = canonical(device_name)
+    return None if key is None else PEAK_FLOPS[key]
 
 
 def cpu_matmul_peak(size=2048, repeats=5):
