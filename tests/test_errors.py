@@ -40,6 +40,17 @@ CASES = {
     "tpu_not_reachable": (["--config.distribute.strategy=tpu"], "no TPU is reachable"),
     "workdir_not_writable": (["--workdir={tmp}/a_file/run"], "cannot be written"),
     "workdir_holds_other_run": (["--config.model.width=64"], "holds a run with a different config (model.width: 32 -> 64)"),
+    # Values Keras would refuse only while building: caught before config.json is written, so
+    # the corrected command is not refused as "a different config".
+    "model_width_zero": (["--config.model.width=0"], "model.width must be an integer >= 1, got 0"),
+    "model_dropout_above_one": (["--config.model.dropout=1.5"], "model.dropout must be in [0, 1), got 1.5"),
+    "negative_seed": (["--config.seed=-1"], "seed must be in [0, 2**32), got -1"),
+    "infinite_learning_rate": (["--config.optimizer.learning_rate=inf"],
+                               "optimizer.learning_rate must be a finite number, got inf"),
+    "empty_workdir": (["--workdir="], "--workdir is empty"),
+    # Running as root, access() says yes to /proc; a real write says no.
+    "workdir_on_read_only_file_system": (["--workdir=/proc/tfscale-run"], "workdir /proc/tfscale-run cannot be written"),
+    "truncated_config_json": ([], "config.json is damaged"),
 }
 
 
@@ -63,6 +74,10 @@ def _run_case(name, tmp):
         from conftest import tiny_config  # pylint: disable=import-outside-toplevel
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(json.loads(tiny_config().to_json()), f)
+    if name == "truncated_config_json":
+        from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(tiny_config().to_json()[:40])
     with open(os.path.join(tmp, "a_file"), "w") as f:
         f.write("not a folder")
     args = [a.format(tmp=tmp) for a in args]

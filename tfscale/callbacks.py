@@ -3,6 +3,7 @@
 Both count optimizer updates (`optimizer.iterations`), not Keras batches, so they stay right
 when a run resumes and when `steps_per_execution` runs several updates per call.
 """
+import json
 import signal
 import threading
 import time
@@ -12,6 +13,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfscale import io, throughput
+from tfscale.errors import ConfigError
 from tfscale.precision import inner_optimizer
 
 
@@ -42,6 +44,28 @@ class MetricsLogger(keras.callbacks.Callback):
         self.writer = writer
         self.last_logs = {}
         self.examples_per_sec = None
+        self.earlier = []  # records logged before this process resumed the run
+
+    def resume_at(self, step):
+        """Drops the lines an interrupted run logged after its last checkpoint (they are logged
+        again), so metrics.jsonl has each step once; the kept lines stand in for figures that a
+        run with nothing left to train cannot measure."""
+        if not io.exists(self.path):
+            return
+        with io.gfile.GFile(self.path, "r") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill
+                continue
+        kept = [r for r in records if isinstance(r, dict) and r.get("step", 0) <= step]
+        if len(kept) != len(lines):
+            io.write_bytes(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        self.earlier = kept
+        if kept:
+            self.last_logs = kept[-1]
 
     def on_train_begin(self, logs=None):
         self.start_step = self.last_step = self._step()
@@ -92,20 +116,57 @@ class MetricsLogger(keras.callbacks.Callback):
 
     def throughput(self):
         """The run's examples/s, tokens/s, model FLOP/s and MFU (None where unknown)."""
+        if self.examples_per_sec is None and len(self.earlier) > 1:
+            # Nothing trained in this process: the median window of the earlier ones (the first
+            # window holds start-up and tracing).
+            rates = sorted(r["examples_per_sec"] for r in self.earlier[1:] if "examples_per_sec" in r)
+            self.examples_per_sec = rates[len(rates) // 2] if rates else None
         return {"examples_per_sec": self.examples_per_sec,
                 **throughput.derived(self.examples_per_sec, self.flops_per_example,
                                      self.tokens_per_example, self.peak_flops)}
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM after saving a checkpoint at `step`; re-run to resume."""
+    """Training stopped on SIGTERM (or Ctrl-C) after saving a checkpoint at `step`; re-run to resume."""
 
     EXIT_CODE = 128 + signal.SIGTERM  # 143: what a shell reports for a SIGTERM'd process
 
-    def __init__(self, step, checkpoint_path):
-        super().__init__(f"preempted (SIGTERM) at step {step}: checkpoint saved at {checkpoint_path}; "
+    def __init__(self, step, checkpoint_path, signum=signal.SIGTERM):
+        what = "preempted (SIGTERM)" if signum == signal.SIGTERM else \
+            f"interrupted ({signal.Signals(signum).name})"
+        super().__init__(f"{what} at step {step}: checkpoint saved at {checkpoint_path}; "
                          "re-run the same command to resume")
         self.step, self.checkpoint_path = step, checkpoint_path
+        self.exit_code = 128 + signum  # SIGTERM 143, SIGINT 130, as a shell reports them
+
+
+class Diverged(ConfigError):
+    """The loss or an update was not finite; the update was skipped and training stopped."""
+
+    def __init__(self, step, checkpoint_path, learning_rate):
+        kept = f"the last good update {step - 1} is kept in {checkpoint_path}" if checkpoint_path \
+            else "no checkpoint was written"
+        super().__init__(
+            f"training diverged at update {step}: the loss or the update was not finite, so it was "
+            f"not applied and training stopped; {kept} and nothing was exported; try a lower "
+            f"optimizer.learning_rate (now {learning_rate:g}), optimizer.global_clipnorm=1.0, a longer "
+            "schedule.warmup_steps, or precision=float32")
+        self.step = step
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training once the model reports a non-finite update (`diverged_step()`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        diverged_step = getattr(self.model, "diverged_step", None)  # AccumulatingModel's
+        step = diverged_step() if diverged_step else None
+        if step is not None:
+            self.diverged_at = step
+            self.model.stop_training = True
 
 
 class CheckpointSaver(keras.callbacks.Callback):
@@ -122,34 +183,39 @@ class CheckpointSaver(keras.callbacks.Callback):
     creation without falling back from an unreadable checkpoint, so it does not fit here.
     """
 
-    def __init__(self, manager, every_steps, strategy=None):
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)  # preemption, and Ctrl-C in a terminal
+
+    def __init__(self, manager, every_steps, strategy=None, on_save=None):
         super().__init__()
         self.manager = manager
         self.every = every_steps
         self.strategy = strategy
+        self.on_save = on_save
         self.preempted_at = None
-        self._signalled = False
-        self._previous_handler = None
+        self.signal = None
+        self._previous_handlers = {}
         self._agree = _any_worker_fn(strategy) if _multi_worker(strategy) else None
 
     def on_train_begin(self, logs=None):
         self.last_step = int(self.model.optimizer.iterations.numpy())
         self.preempted_at = None
         if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
         else:
             logging.warning("training outside the main thread: SIGTERM will not save a checkpoint")
 
-    def _on_sigterm(self, signum, frame):
-        del signum, frame
-        if not self._signalled:
-            logging.warning("SIGTERM received: saving a checkpoint after the current update")
-        self._signalled = True
+    def _on_signal(self, signum, frame):
+        del frame
+        if self.signal is None:
+            logging.warning("%s received: saving a checkpoint after the current update",
+                            signal.Signals(signum).name)
+            self.signal = signum
 
     def _preempted(self):
+        signalled = self.signal is not None
         if self._agree is None:
-            return self._signalled
-        return bool(self._agree(tf.constant(float(self._signalled))).numpy() > 0)
+            return signalled
+        return bool(self._agree(tf.constant(float(signalled))).numpy() > 0)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
@@ -164,9 +230,9 @@ class CheckpointSaver(keras.callbacks.Callback):
             self._save(step)
 
     def on_train_end(self, logs=None):
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_handler)
-            self._previous_handler = None
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
         step = int(self.model.optimizer.iterations.numpy())
         if step != self.last_step:
             self._save(step)
@@ -174,6 +240,8 @@ class CheckpointSaver(keras.callbacks.Callback):
     def _save(self, step):
         self.manager.save(checkpoint_number=step)
         self.last_step = step
+        if self.on_save is not None:
+            self.on_save()
 
 
 def _multi_worker(strategy):

@@ -4,6 +4,8 @@ Every experiment config starts from `defaults()` and sets what it needs; `valida
 config before anything is written, so a bad run never touches a workdir. Errors are raised as
 `ConfigError`, which the scripts print as one line and exit 2 (no traceback).
 """
+import math
+
 import ml_collections
 
 from tfscale.errors import ConfigError  # noqa: F401  (re-exported: `tfscale.config.ConfigError`)
@@ -132,6 +134,8 @@ def validate(config):
     _choice(config.schedule.name, optim.SCHEDULES, "schedule")
     _choice(config.precision, PRECISIONS, "precision")
     _choice(config.distribute.strategy, distribute.STRATEGIES, "distribute.strategy")
+    _check_finite(config)
+    _check(0 <= config.seed < 2**32, f"seed must be in [0, 2**32), got {config.seed}")
     data.check_name(config.data)
     models.check_knobs(config.model)
 
@@ -164,6 +168,15 @@ def validate(config):
     _check(config.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
     _check(config.eval.max_examples >= 0,
            f"eval.max_examples must be >= 0 (0 = all), got {config.eval.max_examples}")
+
+
+def _check_finite(config, prefix=""):
+    """No key may be nan or inf: `learning_rate=inf` would train to NaN weights, not fail."""
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            _check_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{key} must be a finite number, got {value}")
 
 
 def check_replicas(config, num_replicas):

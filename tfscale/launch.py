@@ -14,7 +14,10 @@ per host; the command is the same. The launcher
 - forwards SIGINT and SIGTERM to every worker (SIGTERM = preemption: each saves and exits);
 - fails fast: when a worker exits with an error while others still run (they would wait for it
   in the next collective until a long timeout), it says which worker and how it ended, stops the
-  rest and exits with that worker's code.
+  rest and exits with that worker's code;
+- is watched by its workers: a launcher killed outright (SIGKILL, an OOM kill) cannot stop them,
+  so each worker checks that its launcher lives (`watch_launcher`) and, once it is gone, stops
+  itself as if preempted (a checkpoint at the current update, exit 143).
 
 Only the standard library: it never imports TensorFlow.
 """
@@ -30,6 +33,52 @@ import time
 
 GRACE_SECONDS = 10  # after a failure: SIGTERM to the others, then SIGKILL after this long
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
+LAUNCHER_PID = "TFSCALE_LAUNCHER_PID"  # set in each worker's environment
+WATCH_SECONDS = 1.0  # how often a worker checks that its launcher lives
+ORPHAN_GRACE_SECONDS = 120  # after SIGTERM to itself, a worker that still runs exits hard
+
+
+def _exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
+def watch_launcher():
+    """In a worker started by the launcher: stop this process once the launcher is gone.
+
+    A daemon thread polls the launcher's pid. When it is gone the worker sends itself SIGTERM,
+    which saves a checkpoint at the current update and exits 143 (all workers notice within
+    a second, so their collective save agrees); a worker stuck outside training is ended after
+    `ORPHAN_GRACE_SECONDS`. Does nothing outside the launcher, and starts once per process.
+    """
+    pid = int(os.environ.get(LAUNCHER_PID) or 0)
+    if not pid or getattr(watch_launcher, "started", False):
+        return
+    watch_launcher.started = True
+    # A direct child is re-parented the moment its parent dies (even before the parent is
+    # reaped, while its pid still answers); a worker behind a wrapper watches the pid itself.
+    direct = os.getppid() == pid
+
+    def alive():
+        return os.getppid() == pid if direct else _exists(pid)
+
+    def watch():
+        while alive():
+            time.sleep(WATCH_SECONDS)
+        try:  # the launcher read this process's output: the pipe may be broken now
+            print(f"launcher (pid {pid}) is gone: stopping this worker", file=sys.stderr, flush=True)
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os._exit(128 + signal.SIGTERM)  # pylint: disable=protected-access
+
+    threading.Thread(target=watch, name="watch-launcher", daemon=True).start()
 
 
 def free_ports(n, host="127.0.0.1"):
@@ -80,7 +129,8 @@ class Cluster:
         outputs = (sys.stdout.buffer, sys.stderr.buffer)
         for index in range(num_workers):
             worker_env = dict(os.environ if env is None else env,
-                              TF_CONFIG=tf_config(self.workers, index), PYTHONUNBUFFERED="1")
+                              TF_CONFIG=tf_config(self.workers, index), PYTHONUNBUFFERED="1",
+                              **{LAUNCHER_PID: str(os.getpid())})
             # A new session: a Ctrl-C in the terminal reaches the launcher only, which forwards
             # it once to each worker.
             proc = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE,

@@ -7,6 +7,7 @@ is checked before the workdir is touched.
 """
 import math
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -17,7 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfscale import (callbacks, checkpoint, config as config_lib, data, distribute, evaluation,
-                     export, io, models, optim, precision, throughput, trainer,
+                     export, io, launch, lock, models, optim, precision, throughput, trainer,
                      workdir as workdir_lib)
 
 
@@ -67,17 +68,28 @@ class Run:
         self.data = data.load(config.data, config.model.get("seq_len"))
         data.check_batch_size(self.data.info.num_train, config.train.batch_size)
         workdir_lib.check(workdir, config)
-        # Nothing above writes to the workdir; from here on the run owns it.
         self.chief = _is_chief(self.strategy)
-        # Saving is collective, so every worker writes checkpoints and exports; only the chief's
-        # land in the workdir, the others go to a temporary folder of their own (`close()`
-        # removes it) and every worker resumes from the chief's checkpoints.
-        self.own_dir = workdir if self.chief else tempfile.mkdtemp(
-            prefix=f"tfscale-worker{self.strategy.cluster_resolver.task_id}-")
-        workdir_lib.prepare(self.own_dir, config)
         # One label per example: a classifier (eval.json, probabilities in the export).
         self.classifier = self.data.train[1].ndim == 1
-        self._build()
+        self._build()  # a model knob Keras would refuse fails here, before any write
+        # Nothing above writes to the workdir; from here on the run owns it. One process at a
+        # time: the chief locks it (the other workers never write there).
+        self.lock = lock.WorkdirLock(workdir).acquire() if self.chief else None
+        launch.watch_launcher()
+        try:
+            # Saving is collective, so every worker writes checkpoints and exports; only the
+            # chief's land in the workdir, the others go to a temporary folder of their own
+            # (`close()` removes it) and every worker resumes from the chief's checkpoints.
+            self.own_dir = workdir if self.chief else tempfile.mkdtemp(
+                prefix=f"tfscale-worker{self.strategy.cluster_resolver.task_id}-")
+            workdir_lib.prepare(self.own_dir, self.config)
+            self.manager = checkpoint.manager_for(self.own_dir, self.network, self.optimizer,
+                                                  self.config.checkpoint.keep)
+            self.restore_manager = self.manager if self.chief else checkpoint.reader_for(
+                self.manager, self.workdir)
+        except BaseException:
+            self.close()
+            raise
 
     def _build(self):
         c = self.config
@@ -95,15 +107,19 @@ class Run:
             self.model.compile(self.optimizer, loss=c.train.loss, metrics=metrics,
                                steps_per_execution=self.steps_per_execution,
                                jit_compile=self.jit_compile)
-        self.manager = checkpoint.manager_for(self.own_dir, self.network, self.optimizer,
-                                              c.checkpoint.keep)
-        self.restore_manager = self.manager if self.chief else checkpoint.reader_for(
-            self.manager, self.workdir)
 
     def close(self):
-        """Removes a non-chief worker's temporary folder (the chief's workdir stays)."""
-        if not self.chief:
+        """Releases the workdir; removes a non-chief worker's temporary folder."""
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
+        if not self.chief and getattr(self, "own_dir", None):
             shutil.rmtree(self.own_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     @property
     def step(self):
@@ -113,7 +129,8 @@ class Run:
         """Trains from the newest checkpoint to `train.num_steps`; returns the metrics logger.
 
         `extra_callbacks` are the caller's own Keras callbacks, run after tfscale's. Raises
-        `callbacks.Preempted` when SIGTERM stopped training (after saving a checkpoint).
+        `callbacks.Preempted` when SIGTERM or Ctrl-C stopped training (after saving a
+        checkpoint), and `callbacks.Diverged` at the first update that was not finite.
         """
         c = self.config
         checkpoint.restore_latest(self.restore_manager)
@@ -124,6 +141,8 @@ class Run:
             flops_per_example=models.training_flops_per_example(self.network),
             tokens_per_example=getattr(self.network, "tokens_per_example", None),
             peak_flops=throughput.peak_flops(self.device_kind, self.num_replicas))
+        if self.chief:
+            logger.resume_at(start)
         if start >= c.train.num_steps:
             logging.info("already trained: step %d of %d", start, c.train.num_steps)
             return logger
@@ -135,12 +154,18 @@ class Run:
                      c.data.name, start, c.train.num_steps, c.train.batch_size, self.num_replicas,
                      c.train.accum_steps, c.train.batch_size // (self.num_replicas * c.train.accum_steps),
                      self.policy)
-        saver = callbacks.CheckpointSaver(self.manager, c.checkpoint.every_steps, self.strategy)
+        saver = callbacks.CheckpointSaver(self.manager, c.checkpoint.every_steps, self.strategy,
+                                          on_save=self.lock.refresh if self.lock else None)
+        guard = callbacks.StopOnDivergence()
         self.model.fit(dataset, epochs=1, steps_per_epoch=c.train.num_steps - start,
                        verbose=1 if sys.stdout.isatty() else 0,
-                       callbacks=[logger, saver, *extra_callbacks])
+                       callbacks=[guard, logger, saver, *extra_callbacks])
+        if guard.diverged_at is not None:
+            raise callbacks.Diverged(guard.diverged_at, self.manager.latest_checkpoint,
+                                     c.optimizer.learning_rate)
         if saver.preempted_at is not None:
-            raise callbacks.Preempted(saver.preempted_at, self.manager.latest_checkpoint)
+            raise callbacks.Preempted(saver.preempted_at, self.manager.latest_checkpoint,
+                                      saver.signal or signal.SIGTERM)
         return logger
 
     def evaluate(self):

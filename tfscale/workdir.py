@@ -6,6 +6,7 @@ change speed or memory but not the math (devices, accumulation, logging) may dif
 """
 import json
 import os
+import tempfile
 
 from tfscale import io
 from tfscale.errors import ConfigError
@@ -37,11 +38,13 @@ def check(workdir, config):
     A remote workdir (`gs://...`) is not probed for writability here; the first write reports
     a bucket that cannot be written.
     """
+    if not str(workdir or "").strip():
+        raise ConfigError("--workdir is empty (an unset shell variable?); name the folder of the run")
     if not io.is_remote(workdir):
         _check_local(workdir)
     saved_path = io.join(workdir, CONFIG_FILE)
     if io.exists(saved_path):
-        saved, new = _flat(io.read_json(saved_path)), _flat(config_dict(config))
+        saved, new = _flat(read_config_json(workdir)), _flat(config_dict(config))
         differ = sorted(k for k in set(saved) | set(new)
                         if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE))
         if differ:
@@ -59,8 +62,24 @@ def _check_local(workdir):
         parent = os.path.dirname(os.path.abspath(parent))
     if not os.path.isdir(parent):
         raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not writable)")
+    # access() says yes to root even on a read-only mount: try a real (removed) file instead.
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".tfscale-probe-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"workdir {workdir} cannot be written ({parent}: {e.strerror or e})") from None
+
+
+def read_config_json(workdir):
+    """The workdir's config.json as a dict; a damaged file is a ConfigError, not a traceback."""
+    path = io.join(workdir, CONFIG_FILE)
+    try:
+        saved = io.read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is damaged ({e}); restore it or use a new workdir") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} is damaged (not a JSON object); restore it or use a new workdir")
+    return saved
 
 
 def prepare(workdir, config):
@@ -80,5 +99,5 @@ def load_config(workdir):
         raise ConfigError(f"{workdir} is not a tfscale run: no {CONFIG_FILE}")
     from tfscale.config import defaults  # pylint: disable=import-outside-toplevel
     config = defaults()
-    config.update(ml_collections.ConfigDict(io.read_json(path)))
+    config.update(ml_collections.ConfigDict(read_config_json(workdir)))
     return config

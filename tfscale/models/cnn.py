@@ -8,6 +8,7 @@ import math
 import tf_keras as keras
 
 from tfscale.errors import ConfigError
+from tfscale.models import knobs
 
 
 def _image_shape(shape):
@@ -22,6 +23,9 @@ def _image_shape(shape):
 
 
 def build(info, filters=32, depth=2, width=128, dropout=0.0):
+    knobs.at_least(1, filters=filters, width=width)
+    knobs.at_least(0, depth=depth)
+    knobs.dropout(dropout)
     inputs = keras.Input(info.input_shape, dtype="float32", name="inputs")
     x = keras.layers.Rescaling(info.input_scale, name="rescale")(inputs)
     x = keras.layers.Reshape(_image_shape(info.input_shape))(x)

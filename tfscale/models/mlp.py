@@ -1,8 +1,13 @@
 """Multi-layer perceptron: `depth` hidden ReLU layers of `width` units."""
 import tf_keras as keras
 
+from tfscale.models import knobs
+
 
 def build(info, width=256, depth=2, dropout=0.0):
+    knobs.at_least(1, width=width)
+    knobs.at_least(0, depth=depth)
+    knobs.dropout(dropout)
     inputs = keras.Input(info.input_shape, dtype="float32", name="inputs")
     x = keras.layers.Rescaling(info.input_scale, name="rescale")(inputs)
     x = keras.layers.Flatten()(x)

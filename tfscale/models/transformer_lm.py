@@ -14,6 +14,9 @@ de-embedding matmul (2 d_model n_vocab forward) is left out, as Kaplan's total d
 import tensorflow as tf
 import tf_keras as keras
 
+from tfscale.errors import ConfigError
+from tfscale.models import knobs
+
 
 class PositionEmbedding(keras.layers.Layer):
     """Adds a learned embedding of each position to its token embedding."""
@@ -59,7 +62,9 @@ def _block(x, i, num_heads, d_model, d_ff, dropout):
 
 def build(info, num_layers=2, d_model=128, num_heads=4, d_ff=512, seq_len=128, dropout=0.0,
           tie_embeddings=True):
-    from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    knobs.at_least(1, num_layers=num_layers, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
+                   seq_len=seq_len)
+    knobs.dropout(dropout)
     if d_model % num_heads:
         raise ConfigError(f"model.d_model {d_model} is not divisible by model.num_heads {num_heads}")
     if info.input_shape != (seq_len,):

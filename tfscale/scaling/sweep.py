@@ -22,7 +22,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from tfscale import io
+from tfscale import io, lock as lock_lib
 from tfscale.errors import ConfigError
 from tfscale.scaling import results as results_lib
 
@@ -317,13 +317,19 @@ def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
     run is recorded as `failed` with its error and the sweep goes on. SIGTERM (preemption)
     stops the sweep: the run saves a checkpoint and the next invocation resumes it.
     """
-    from tfscale import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
     from tfscale import run as run_lib  # pylint: disable=import-outside-toplevel
-    import tf_keras as keras  # pylint: disable=import-outside-toplevel
 
     train_fn = train_fn or run_lib.train
     runs = shard(plan(config), shard_index, num_shards)
-    io.makedirs(workdir)
+    # One process per shard: a second copy of the same shard would run and record runs twice.
+    with lock_lib.WorkdirLock(workdir, name=f"sweep-shard{shard_index}of{num_shards}"):
+        return _run_shard(config, workdir, runs, train_fn)
+
+
+def _run_shard(config, workdir, runs, train_fn):
+    from tfscale import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+
     results_path = io.join(workdir, RESULTS_FILE)
     done = finished(results_path)
     todo = [r for r in runs if r.name not in done]
