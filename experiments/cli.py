@@ -1,10 +1,13 @@
 """What every experiment script shares: flag parsing and one-line errors.
 
-A user mistake (a bad flag, a missing config file, a `ConfigError`) is printed as one line on
-stderr with exit code 2, no traceback; anything else is a bug and keeps its traceback. A run
-stopped by SIGTERM (preemption) saves a checkpoint, prints one line and exits 143 (128 + SIGTERM),
-so a restart policy reruns the command, which resumes.
+A user mistake (a bad flag, a config file that is missing, does not import or gives no
+ConfigDict, a `ConfigError`) is printed as one line on stderr with exit code 2, no traceback;
+anything else is a bug and keeps its traceback. A run stopped by SIGTERM (preemption) saves a
+checkpoint, prints one line and exits 143 (128 + SIGTERM), so a restart policy reruns the command,
+which resumes.
 """
+import importlib.machinery
+import importlib.util
 import os
 import sys
 
@@ -36,10 +39,18 @@ def _check_config_files(argv):
             fail(f"config file {value.split(':')[0]} not found (flag --config)")
 
 
+def _config_error(error):
+    """The first `ConfigError` in an exception's chain (flag parsing wraps it), or None."""
+    while error is not None and not isinstance(error, ConfigError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _parse_error(error, argv):
+    first = _config_error(error)
+    if first is not None:
+        return str(first)
     cause = _root_cause(error)
-    if isinstance(cause, ConfigError):
-        return str(cause)
     if isinstance(cause, (KeyError, AttributeError)):
         overrides = [a for a in argv if a.startswith("--config.")]
         key = str(cause).strip("\"'").split("'")[0]
@@ -50,10 +61,54 @@ def _parse_error(error, argv):
     return f"{error} ({type(cause).__name__}: {cause})"
 
 
+def load_config_file(spec):
+    """`get_config(arg)` of the file in `spec` ("path[:arg]"); a file that does not import or does not
+    give a ConfigDict is a `ConfigError` naming the file."""
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    path, *arg = spec.split(":", 1)
+    try:
+        loader = importlib.machinery.SourceFileLoader("config_file", path)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+        loader.exec_module(module)
+    except ConfigError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except  (anything the user's file raises)
+        raise ConfigError(f"config file {path} cannot be loaded: {_one_line(e)}") from e
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"config file {path} has no get_config() function")
+    try:
+        config = module.get_config(*arg)
+    except ConfigError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except
+        raise ConfigError(f"config file {path}: get_config() failed: {_one_line(e)}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        got = "None" if config is None else type(config).__name__
+        raise ConfigError(f"config file {path}: get_config() returned {got}, not an ml_collections.ConfigDict")
+    return config
+
+
+def _one_line(error):
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class _ConfigFileParser(flags.ArgumentParser):
+    """Replaces ml_collections' file parser, which reports a broken file late or with a traceback."""
+
+    def parse(self, argument):
+        return load_config_file(argument).lock()
+
+    def flag_type(self):
+        return "config object"
+
+
 def define_config_and_workdir(example, workdir_help):
     """The --config (a locked ml_collections config file) and --workdir flags of a training script."""
     from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
     config_flags.DEFINE_config_file("config", None, f"Config file, e.g. {example}.", lock_config=True)
+    flags.FLAGS["config"].parser = _ConfigFileParser()
     flags.DEFINE_string("workdir", None, workdir_help)
     flags.mark_flags_as_required(["config", "workdir"])
 
@@ -77,6 +132,6 @@ def run(main):
             fail(e)
         except Preempted as e:
             print(e, file=sys.stderr)
-            sys.exit(Preempted.EXIT_CODE)
+            sys.exit(getattr(e, "exit_code", Preempted.EXIT_CODE))
 
     app.run(_main, argv=sys.argv[:1])
