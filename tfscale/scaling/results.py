@@ -6,6 +6,7 @@ each group, so a fit sees one tuned run per (size, budget).
 """
 import csv
 import fcntl
+import io
 import json
 import math
 import os
@@ -37,18 +38,29 @@ def read(path):
     """Every row of a .jsonl or .csv file, as dicts (numbers parsed where they parse)."""
     if not os.path.exists(path):
         raise ResultsError(f"results file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".csv"):
-            rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        else:
-            rows = []
-            for i, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ResultsError(f"{path}:{i} is not a JSON object ({e.msg})") from None
-    return rows
+    if os.path.isdir(path):
+        raise ResultsError(f"results file {path} is a folder")
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"results file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} "
+                           f"at offset {e.start})") from None
+    except OSError as e:
+        raise ResultsError(f"results file {path} cannot be read ({e.strerror})") from None
+    if path.endswith(".csv"):
+        return [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(text, newline=""))]
+    return [_object(line, path, i) for i, line in enumerate(text.split("\n"), 1) if line.strip()]
+
+
+def _object(line, path, i):
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}:{i} is not a JSON object ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise ResultsError(f"{path}:{i} is not a JSON object: {line.strip()[:40]}")
+    return row
 
 
 def _number(value):
