@@ -166,7 +166,7 @@ def test_fit_cli_drops_outliers_and_writes_fit_json_plot_and_report(tmp_path):
     (["--results={tmp}/missing.jsonl"], "does not exist"),
     (["--results={tmp}/empty.jsonl"], "has no finished runs"),
     (["--results={tmp}/garbled.jsonl"], "garbled.jsonl:1 is not a JSON object"),
-    (["--results={tmp}/few.jsonl"], "3 points cannot fit the 5 parameters"),
+    (["--results={tmp}/few.jsonl"], "cannot fit chinchilla: 3 points for the 5 parameters"),
 ])
 def test_fit_cli_bad_results_get_one_line_errors(tmp_path, args, fragment):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"name": "a", "status": "failed"}) + "\n")
@@ -192,3 +192,24 @@ def test_degenerate_bootstrap_refits_give_nan_or_inf_not_exceptions():
     assert not (np.isfinite(n) and np.isfinite(d))
     n, d = planning.compute_optimal(wild, 1e12, lambda m: 6 * m)
     assert np.isnan(n) or n > 0
+    # nor the compute to reach a loss: an exponent at 0 or a loss the optimum never crosses
+    assert not np.isfinite(planning.target_loss({**wild, "alpha": 0.0}, 2.0)[0])
+    assert np.isnan(planning.target_loss({**wild, "alpha": -0.5}, 2.0, lambda m: 6 * m)[2])
+
+
+def test_plan_from_a_law_that_does_not_fall_is_undetermined_not_nan():
+    p = {"E": 1.0, "A": 2.0, "B": 100.0, "alpha": -0.01, "beta": 0.3}
+    n, d = planning.compute_optimal(p, 1e15)
+    plan = analysis._plan(laws.LAWS["chinchilla"], p, {"flops": 1e15}, {"num_params": n, "num_tokens": d}, {})
+    assert plan == {"flops": 1e15, "num_params": None, "num_tokens": None,
+                    "undetermined": "the fitted A = 2, alpha = -0.01: loss does not fall with the model size"}
+    fine = {**p, "alpha": 0.3}
+    assert analysis.no_plan(laws.LAWS["chinchilla"], fine, {"num_params": 1e6, "num_tokens": float("inf")}) == (
+        "the fitted law gives no finite, positive num_tokens")
+
+
+def test_extrapolation_is_skipped_when_the_rest_cannot_determine_the_law():
+    rows = synthetic_rows(noise=0.0, sizes=[1e6, 1e9], tokens=np.geomspace(1e8, 1e11, 8))
+    ex = analysis.extrapolation(rows, laws.LAWS["chinchilla"], inits=_coarse_grid(2))
+    assert ex == {"skipped": "without the largest runs, cannot fit chinchilla: all 8 runs have num_params 1e6; "
+                             "vary the model size"}

@@ -7,6 +7,8 @@
   planning.py  compute-optimal N and D, the compute to reach a loss, isoFLOP minima
   analysis.py  everything fit.json holds; report.py writes it with scaling.png and report.md
 """
+import math
+
 from tfscale.errors import ConfigError
 from tfscale.scaling import analysis, laws, report, results
 
@@ -17,19 +19,25 @@ def fit_results(path, workdir, law=None, budgets=(), target_loss=None, bootstrap
 
     grid_stride: start L-BFGS from every k-th point of the initialisation grid (1 = all).
     """
-    if target_loss is not None and target_loss <= 0:
-        raise ConfigError(f"--target_loss must be positive, got {target_loss}")
+    if target_loss is not None and not _positive(target_loss):
+        raise ConfigError(f"--target_loss must be a positive finite loss, got {target_loss}")
     if grid_stride < 1:
         raise ConfigError(f"--grid_stride must be >= 1, got {grid_stride}")
-    if any(c <= 0 for c in budgets):
-        raise ConfigError(f"compute budgets must be positive, got {list(budgets)}")
-    rows = results.load(path, drop_highest_loss)
+    bad = [c for c in budgets if not _positive(c)]
+    if bad:
+        raise ConfigError(f"--compute_budget must be a positive finite number of FLOPs, got {bad[0]}")
     if law and law not in laws.LAWS:
         raise ConfigError(f"unknown law {law!r}; choose one of {', '.join(laws.LAWS)}")
+    rows = results.load(path, drop_highest_loss)
+    report.check_workdir(workdir)  # before the fit, which takes a while
     result = analysis.analyze(rows, law=law, budgets=list(budgets) or None, target_loss=target_loss,
                               bootstrap=bootstrap, flops=flops, seed=seed, grid_stride=grid_stride)
     report.write(workdir, result, rows)
     return result
+
+
+def _positive(value):
+    return math.isfinite(value) and value > 0
 
 
 __all__ = ["analysis", "fit_results", "laws", "report", "results"]

@@ -3,9 +3,12 @@
 `analyze` is what `experiments.fit` and the scaling main job call; it returns the JSON-ready
 dict that `report.write` turns into fit.json, scaling.png and report.md.
 """
+import math
+
 from absl import logging
 import numpy as np
 
+from tfscale.errors import ConfigError
 from tfscale.scaling import fit as fit_lib
 from tfscale.scaling import laws as laws_lib
 from tfscale.scaling import planning
@@ -33,6 +36,9 @@ def extrapolation(rows, law, inits=None):
     train, held = holdout_split(rows)
     if len(train) <= len(law.param_names):
         return {"skipped": f"{len(train)} points left after holding out the largest runs"}
+    reason = fit_lib.undetermined(train, law)
+    if reason:
+        return {"skipped": f"without the largest runs, {reason}"}
     result = fit_lib.fit(train, law, inits=inits)
     predicted = law.predict(result["params"], held)
     observed = np.array([float(r["loss"]) for r in held])
@@ -53,7 +59,13 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
 
     inits: L-BFGS starting points (default: every `grid_stride`-th point of `fit.grid`).
     """
+    auto = law is None
     law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
+    reason = fit_lib.undetermined(rows, law)
+    if reason and auto and law.name == "c":  # chosen only because neither N nor D varies: say that
+        reason = fit_lib.undetermined(rows, laws_lib.LAWS["chinchilla"])
+    if reason:
+        raise ConfigError(reason)
     if inits is None:
         inits = fit_lib.grid(law.num_terms)[::grid_stride]
     allocating = law.name == "chinchilla"
@@ -84,22 +96,45 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
     if check_extrapolation:
         out["extrapolation"] = extrapolation(rows, law, inits)
     if allocating:
+        p = result["params"]
         out["compute_optimal"] = [
-            {"flops": c, "num_params": n, "num_tokens": d,
-             "loss": planning.optimal_loss(result["params"], c, per_token),
-             **({"num_params_ci": ci["num_params_opt"][i], "num_tokens_ci": ci["num_tokens_opt"][i]}
-                if "num_params_opt" in ci else {})}
+            _plan(law, p, {"flops": c},
+                  {"num_params": n, "num_tokens": d, "loss": planning.optimal_loss(p, c, per_token)},
+                  {"num_params_ci": ci["num_params_opt"][i], "num_tokens_ci": ci["num_tokens_opt"][i]}
+                  if "num_params_opt" in ci else {})
             for i, (c, n, d) in enumerate(zip(budgets, best["num_params_opt"], best["num_tokens_opt"]))]
         iso = planning.isoflop_minima(rows)
         if iso["minima"]:
             out["isoflop"] = iso
     if target_loss is not None:
-        out["target"] = {"loss": target_loss, **(best["target"] or {"reachable": False})}
-        if best["target"] and "samples" in result:
-            out["target"]["ci"] = _target_ci(result["samples"], best["target"])
+        if best["target"] is None:
+            out["target"] = {"loss": target_loss, "reachable": False}
+        else:
+            extra = {"ci": _target_ci(result["samples"], best["target"])} if "samples" in result else {}
+            out["target"] = _plan(law, result["params"], {"loss": target_loss}, best["target"], extra)
     if "samples" in result:
         out["samples"] = [{k: s[k] for k in law.param_names} for s in result["samples"]]
     return out
+
+
+def _plan(law, params, head, values, extra):
+    """`head` + `values` (+ `extra`, intervals): a recommendation only when the fitted law falls
+    along every variable and gives finite, positive figures; else the figures are None and
+    `undetermined` says why (fit.json and report.md never show NaN as a plan)."""
+    reason = no_plan(law, params, values)
+    if reason:
+        return {**head, **{k: None for k in values}, "undetermined": reason}
+    return {**head, **values, **extra}
+
+
+def no_plan(law, params, values):
+    """Why `values` planned from `params` are no recommendation (one line), or None."""
+    for coefficient, exponent, column in zip(law.coefficients, law.exponents, law.columns):
+        if not (params[coefficient] > 0 and params[exponent] > 0):
+            return (f"the fitted {coefficient} = {params[coefficient]:.3g}, {exponent} = {params[exponent]:.3g}: "
+                    f"loss does not fall with {fit_lib.VARY[column]}")
+    bad = [k for k, v in values.items() if not (v is not None and math.isfinite(v) and v > 0)]
+    return f"the fitted law gives no finite, positive {' or '.join(bad)}" if bad else None
 
 
 def _target(law, p, loss, per_token):
@@ -110,12 +145,14 @@ def _target(law, p, loss, per_token):
     if loss <= p["E"]:
         return None
     column = law.columns[0]
-    return {column: (p[law.coefficients[0]] / (loss - p["E"])) ** (1 / p[law.exponents[0]])}
+    with np.errstate(all="ignore"):  # an exponent at 0 gives inf, not an exception
+        return {column: float((p[law.coefficients[0]] / (loss - p["E"])) ** (1 / np.float64(p[law.exponents[0]])))}
 
 
 def _target_ci(samples, best):
     """Intervals of the target's figures over the bootstrap refits that can reach it at all."""
-    reached = [s["target"] for s in samples if s.get("target")]
+    reached = [s["target"] for s in samples
+               if s.get("target") and all(math.isfinite(v) and v > 0 for v in s["target"].values())]
     out = {"reachable_fraction": len(reached) / len(samples)}
     for key in best:
         values = [t[key] for t in reached]

@@ -9,6 +9,7 @@ full 4,500-point grid takes seconds. Bootstrap refits (resampling points) give i
 parameter and for anything derived from them.
 """
 import itertools
+import re
 
 from absl import logging
 import numpy as np
@@ -95,6 +96,34 @@ def goodness(law, params, rows):
     }
 
 
+VARY = {"num_params": "the model size", "num_tokens": "the data", "flops": "the compute"}
+
+
+def undetermined(rows, law):
+    """Why the data cannot determine `law` (one line with the numbers), or None.
+
+    A column that never varies leaves its coefficient and exponent free, equal losses leave every
+    exponent free, and fewer points than parameters leave some free: any optimum is arbitrary.
+    """
+    n, k = len(rows), len(law.param_names)
+    values = {c: {float(r[c]) for r in rows} for c in law.columns}
+    fixed = [c for c in law.columns if len(values[c]) == 1]
+    if fixed:
+        shared = " and ".join(f"{c} {_short(next(iter(values[c])))}" for c in fixed)
+        return f"cannot fit {law.name}: all {n} runs have {shared}; vary {' and '.join(VARY[c] for c in fixed)}"
+    if n < k:
+        return f"cannot fit {law.name}: {n} points for the {k} parameters of {law.formula}; it needs {k} or more"
+    losses = {float(r["loss"]) for r in rows}
+    if len(losses) == 1:
+        return f"cannot fit {law.name}: all {n} runs have loss {_short(losses.pop())}, so no exponent is determined"
+    return None
+
+
+def _short(value):
+    """1.2e4, not 1.2e+04."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{value:.3g}")
+
+
 def fit(rows, law=None, inits=None, bootstrap=0, seed=0, derived=None, restarts=4):
     """Fits `law` (a `Law` or a name; default: `laws.choose(rows)`) to result rows.
 
@@ -104,8 +133,9 @@ def fit(rows, law=None, inits=None, bootstrap=0, seed=0, derived=None, restarts=
     Returns {"law", "formula", "params", "objective", "n_points", "r2", "rmse", "ci", "samples"}.
     """
     law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
-    if len(rows) < len(law.param_names):
-        raise ConfigError(f"{len(rows)} points cannot fit the {len(law.param_names)} parameters of {law.formula}")
+    reason = undetermined(rows, law)
+    if reason:
+        raise ConfigError(reason)
     x, y = law.features(rows), np.log([float(r["loss"]) for r in rows])
     inits = grid(law.num_terms) if inits is None else np.atleast_2d(inits)
     value, theta, optima = minimize(x, y, law.num_terms, inits)

@@ -69,16 +69,20 @@ def target_loss(params, loss, per_token=None):
     For C = 6ND the optimum balances the two terms, alpha A/N^alpha = beta B/D^beta, which
     gives N and D directly; otherwise C is found by root finding on the optimal loss.
     """
-    e, a, b = params["E"], params["alpha"], params["beta"]
+    e, a, b = params["E"], np.float64(params["alpha"]), np.float64(params["beta"])
     if loss <= e:
         return None
     if per_token is None:
-        x = (loss - e) * b / (a + b)  # A / N^alpha at the optimum
-        y = (loss - e) * a / (a + b)  # B / D^beta
-        n, d = (params["A"] / x) ** (1 / a), (params["B"] / y) ** (1 / b)
-        return n, d, 6 * n * d
-    log_c = optimize.brentq(lambda lc: optimal_loss(params, math.exp(lc), per_token) - loss, 0.0, 250.0,
-                            xtol=1e-10)
+        with np.errstate(all="ignore"):  # a degenerate refit gives inf/nan, not an exception
+            x = (loss - e) * b / (a + b)  # A / N^alpha at the optimum
+            y = (loss - e) * a / (a + b)  # B / D^beta
+            n, d = (params["A"] / x) ** (1 / a), (params["B"] / y) ** (1 / b)
+            return float(n), float(d), float(6 * n * d)
+    try:
+        log_c = optimize.brentq(lambda lc: optimal_loss(params, math.exp(lc), per_token) - loss, 0.0, 250.0,
+                                xtol=1e-10)
+    except (ValueError, RuntimeError):  # the optimal loss does not cross `loss` for C in [1, e^250]
+        return float("nan"), float("nan"), float("nan")
     n, d = compute_optimal(params, math.exp(log_c), per_token)
     return n, d, math.exp(log_c)
 

@@ -9,11 +9,36 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfscale import io  # noqa: E402
+from tfscale.errors import ConfigError  # noqa: E402
 from tfscale.scaling import laws as laws_lib  # noqa: E402
 from tfscale.scaling import planning  # noqa: E402
 
 LABELS = {"num_params": "parameters N", "num_tokens": "training tokens D", "flops": "training FLOPs C"}
 SYMBOLS = {"num_params": "N", "num_tokens": "D", "flops": "C"}
+
+
+def check_workdir(workdir):
+    """Raises ConfigError unless `write` can create its files in `workdir`; leaves nothing behind.
+
+    A probe file is created and removed where the first write would go: `os.access` says yes to
+    root on a read-only mount or under /proc, and a fit should fail before it runs, not after.
+    """
+    if io.is_remote(workdir):
+        return
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"workdir {workdir} exists and is not a folder")
+    parent = os.path.abspath(workdir)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"workdir {workdir} cannot be written ({parent} is not a folder)")
+    probe = os.path.join(parent, f".write-probe-{os.getpid()}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"workdir {workdir} cannot be written "
+                          f"(creating a file in {parent}: {e.strerror})") from None
 
 
 def write(workdir, result, rows):
@@ -132,7 +157,7 @@ def markdown(result):
     for name in law.param_names:
         ci = result["ci"].get(name)
         lines.append(f"| {name} | {_fmt(result['params'][name])} | "
-                     + (f"{_fmt(ci[0])} – {_fmt(ci[1])} |" if ci else "– |"))
+                     + (f"{_ci(ci[0])} – {_ci(ci[1])} |" if ci else "– |"))
     lines += ["", f"R² {result['r2']:.4f}, RMSE {result['rmse']:.4g}, largest relative error "
                   f"{100 * result['max_rel_error']:.2f} %.", ""]
     ex = result.get("extrapolation")
@@ -144,15 +169,20 @@ def markdown(result):
         lines.append("")
     elif ex:
         lines += [f"Extrapolation check skipped: {ex['skipped']}.", ""]
+    plans = [p for p in result.get("compute_optimal", []) if not p.get("undetermined")]
     if result.get("compute_optimal"):
-        lines += [f"## Compute-optimal allocation (C = {'6ND' if result['flops_model'] == '6nd' else 'model FLOPs'})",
-                  "", "| FLOPs | N_opt | 95 % | D_opt | 95 % | tokens/param | loss |", "|---|---|---|---|---|---|---|"]
-        for p in result["compute_optimal"]:
-            nci, dci = p.get("num_params_ci", ["–", "–"]), p.get("num_tokens_ci", ["–", "–"])
-            lines.append(f"| {_fmt(p['flops'])} | {_fmt(p['num_params'])} | {' – '.join(map(_ci, nci))} | "
-                         f"{_fmt(p['num_tokens'])} | {' – '.join(map(_ci, dci))} | "
+        lines += [f"## Compute-optimal allocation (C = {'6ND' if result['flops_model'] == '6nd' else 'model FLOPs'})", ""]
+    if plans:
+        lines += ["| FLOPs | N_opt | 95 % | D_opt | 95 % | tokens/param | loss |", "|---|---|---|---|---|---|---|"]
+        for p in plans:
+            nci, dci = (" – ".join(map(_ci, p[k])) if k in p else "–" for k in ("num_params_ci", "num_tokens_ci"))
+            lines.append(f"| {_fmt(p['flops'])} | {_fmt(p['num_params'])} | {nci} | "
+                         f"{_fmt(p['num_tokens'])} | {dci} | "
                          f"{p['num_tokens'] / p['num_params']:.1f} | {p['loss']:.4f} |")
         lines.append("")
+    for p in result.get("compute_optimal", []):
+        if p.get("undetermined"):
+            lines += [f"No compute-optimal allocation for C = {_fmt(p['flops'])}: {p['undetermined']}.", ""]
     if result.get("isoflop"):
         lines += ["## isoFLOP minima (Approach 2)", "", "| FLOPs | N_opt | runs | at the edge |", "|---|---|---|---|"]
         lines += [f"| {_fmt(m['flops'])} | {_fmt(m['num_params'])} | {m['points']} | {'yes' if m['at_edge'] else ''} |"
@@ -164,6 +194,8 @@ def markdown(result):
     if t:
         if t.get("reachable") is False:
             lines += [f"## Target loss {t['loss']}", "", f"Not reachable: the fitted E is {result['params']['E']:.4g}.", ""]
+        elif t.get("undetermined"):
+            lines += [f"## Target loss {t['loss']}", "", f"No compute is predicted: {t['undetermined']}.", ""]
         else:
             lines += [f"## Target loss {t['loss']}", ""]
             lines += [f"- {k}: {_fmt(v)}" + (f" (95 %: {_ci(t['ci'][k][0])} – {_ci(t['ci'][k][1])})"
@@ -176,4 +208,5 @@ def markdown(result):
 
 
 def _ci(value):
-    return value if isinstance(value, str) else _fmt(value)
+    """An interval end; "–" where the bootstrap refits gave no finite value."""
+    return value if isinstance(value, str) else _fmt(value) if np.isfinite(value) else "–"
