@@ -58,7 +58,7 @@ def defaults():
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "warmup_cosine"  # constant | warmup_cosine | warmup_linear | inverse_sqrt
     c.schedule.warmup_steps = 0  # in optimizer updates
-    c.schedule.end_factor = 0.0  # final learning rate / peak (cosine, linear)
+    c.schedule.end_factor = 0.0  # final learning rate / peak (cosine, linear; floor of inverse_sqrt)
 
     c.precision = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
 
