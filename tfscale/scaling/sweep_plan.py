@@ -1,0 +1,87 @@
+"""Planning a sweep: every run with its length and planned FLOPs, cheapest first, and shards of it."""
+import dataclasses
+
+import numpy as np
+
+from tfscale.errors import ConfigError
+from tfscale.scaling.sweep_spec import (_budget_label, _short, apply_overrides, length_overrides, parse_size,
+                                        search_settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    name: str
+    group: str  # (size, budget): the runs of a search that a fit picks the best of
+    size: str
+    overrides: tuple  # ((dotted key, value), ...) applied to the base config
+    num_steps: int
+    cost: float  # planned training FLOPs (progress and ETA)
+    compute_budget: float = 0.0
+
+
+
+def size_costs(config, sizes):
+    """{label: (num_params, training FLOPs per example, tokens per example)} by building each size."""
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+    from tfscale import data, models  # pylint: disable=import-outside-toplevel
+
+    out = {}
+    for label, overrides in sizes:
+        c = apply_overrides(config, overrides)
+        info = data.load(c.data, c.model.get("seq_len")).info
+        network = models.build(c.model, info)
+        out[label] = (getattr(network, "non_embedding_params", models.num_params(network)),
+                      models.training_flops_per_example(network),
+                      getattr(network, "tokens_per_example", 1))
+        keras.backend.clear_session()
+    return out
+
+
+
+def plan(config):
+    """Every run of the sweep, in a fixed order (cheapest first), as `PlannedRun`s."""
+    s = config.sweep
+    if not s.sizes:
+        raise ConfigError("sweep.sizes is empty: list the model sizes to sweep")
+    if bool(s.num_tokens) == bool(s.compute_budgets):
+        raise ConfigError("set exactly one of sweep.num_tokens (data budgets) and sweep.compute_budgets "
+                          "(isoFLOP profiles)")
+    if any(b <= 0 for b in (*s.num_tokens, *s.compute_budgets)):
+        raise ConfigError("sweep budgets must be positive")
+    if not 0 <= s.warmup_fraction < 1:
+        raise ConfigError(f"sweep.warmup_fraction must be in [0, 1), got {s.warmup_fraction}")
+    sizes = [parse_size(t, i) for i, t in enumerate(s.sizes)]
+    if len({label for label, _ in sizes}) != len(sizes):
+        raise ConfigError("sweep.sizes has two entries with the same label")
+    costs = size_costs(config, sizes)
+    rng = np.random.default_rng(s.seed)
+    batch = config.train.batch_size
+    runs = []
+    for label, overrides in sizes:
+        _, flops_per_example, tokens_per_example = costs[label]
+        budgets = [("tokens", t) for t in s.num_tokens] or [("flops", c) for c in s.compute_budgets]
+        for kind, budget in budgets:
+            examples = budget / tokens_per_example if kind == "tokens" else budget / flops_per_example
+            steps = max(1, round(examples / batch))
+            group = f"{label}_{_budget_label(budget, 'T' if kind == 'tokens' else 'C')}"
+            for setting in search_settings(s, rng):
+                suffix = "".join(f"_{k.split('.')[-1]}={_short(v)}" for k, v in setting)
+                runs.append(PlannedRun(
+                    name=group + suffix, group=group, size=label,
+                    overrides=(*overrides, *length_overrides(s, steps), *setting),
+                    num_steps=steps, cost=float(steps * batch * flops_per_example),
+                    compute_budget=float(budget) if kind == "flops" else 0.0))
+    for r in runs:
+        apply_overrides(config, r.overrides)  # an unknown search key fails now, not mid-sweep
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError("sweep: two planned runs have the same name (repeated budgets or search values?)")
+    return sorted(runs, key=lambda r: r.cost)
+
+
+
+def shard(runs, shard_index=0, num_shards=1):
+    """Round-robin share of the (cost-ordered) runs: shards get similar work and never overlap."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ConfigError(f"--shard_index {shard_index} must be in [0, --num_shards {num_shards})")
+    return runs[shard_index::num_shards]
