@@ -61,9 +61,30 @@ def test_fp16_overflow_in_one_micro_batch_skips_the_whole_update(float16_policy)
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert float(optimizer.loss_scale) == 512.0
     assert int(optimizer.iterations) == 1  # the skipped update still counts for the schedule
+    assert model.diverged_step() is None  # overflow that the scale can still absorb
 
     x[27] = 0.5  # the same update without the overflow is applied
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
     changed = [v.numpy() for v in network.trainable_variables]
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(after, changed)) > 0
     assert all(np.all(np.isfinite(w)) for w in changed)
+    assert model.diverged_step() is None
+
+
+def test_fp16_overflow_at_loss_scale_one_is_divergence(float16_policy):
+    """Once the scale is down to 1 there is nothing left to lower: that update diverged."""
+    keras.utils.set_random_seed(0)
+    info = DataInfo("toy", (8,), 3, 1.0, 64, 0)
+    network = models.build(tiny_config(model__width=16).model, info)
+    optimizer = keras.mixed_precision.LossScaleOptimizer(keras.optimizers.SGD(0.1),
+                                                         initial_scale=2.0)
+    model = trainer.AccumulatingModel(network, accum_steps=2)
+    model.compile(optimizer, loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(96, 8)).astype(np.float32)
+    x[::32] = 1e6  # every update overflows
+    before = [v.numpy() for v in network.trainable_variables]
+    model.fit(x, np.zeros(96, np.int32), batch_size=32, epochs=1, verbose=0, shuffle=False)
+    # Update 1 is skipped at scale 2 and lowers it to 1; update 2 overflows at scale 1.
+    assert model.diverged_step() == 2
+    assert float(optimizer.loss_scale) == 1.0 and int(optimizer.iterations) == 1
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, network.trainable_variables))
