@@ -1,5 +1,5 @@
 """The trainer at its edges: uneven replica batches, sample weights, metrics outside the loop,
-divergence."""
+divergence, padded evaluation."""
 import collections
 
 import numpy as np
@@ -7,7 +7,12 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from conftest import tiny_config
 from tfscale import distribute, trainer
+from tfscale.data import eval_dataset
+from tfscale.run import Run
+
+MIRRORED_X4 = {"distribute__strategy": "mirrored", "distribute__cpu_devices": 4}
 
 
 def strategy(name):
@@ -165,3 +170,28 @@ def test_a_diverging_update_and_all_later_ones_are_skipped(where, accum_steps, s
     model.fit(x[:16], y[:16], batch_size=8, epochs=1, shuffle=False, verbose=0)  # stays skipped
     assert max_diff(reference.network.get_weights(), model.network.get_weights()) == 0
     assert model.diverged_step() == 3
+
+
+def test_eval_batches_have_one_static_shape_and_weight_each_example_once():
+    x, y = np.arange(10, dtype=np.float32).reshape(10, 1), np.arange(10, dtype=np.int32)
+    ds = eval_dataset((x, y), 4)
+    assert ds.element_spec[0].shape == (4, 1) and ds.element_spec[2].shape == (4,)
+    batches = list(ds.as_numpy_iterator())
+    labels = np.concatenate([b[1] for b in batches])
+    weights = np.concatenate([b[2] for b in batches])
+    np.testing.assert_array_equal(labels[weights == 1], y)
+    assert weights.sum() == 10 and len(weights) == 12
+
+
+@pytest.mark.parametrize("where", [{}, MIRRORED_X4])
+def test_padded_evaluation_equals_the_mean_over_the_held_out_split(tmp_path, where):
+    config = tiny_config(eval__batch_size=64, train__num_steps=5, export__saved_model=False, **where)
+    run = Run(config, str(tmp_path))
+    run.fit()
+    x, y = run.data.eval
+    assert len(y) % 64  # the last batch is padded
+    logits = run.network.predict(x.astype(np.float32), verbose=0)
+    loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True).numpy()
+    results = run.evaluate()
+    assert abs(results["loss"] - float(np.mean(loss))) <= 1e-6
+    assert abs(results["accuracy"] - float(np.mean(np.argmax(logits, -1) == y))) <= 1e-6

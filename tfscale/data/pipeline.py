@@ -81,6 +81,16 @@ def evenly_spaced(arrays, count):
 
 
 def eval_dataset(arrays, batch_size):
-    """The held-out split in order, batched (Keras distributes it under a strategy)."""
-    ds = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
-    return ds.map(lambda x, y: (_as_model_input(x), y)).prefetch(tf.data.AUTOTUNE)
+    """The held-out split in order as (inputs, labels, weight) batches of one static shape.
+
+    The last batch is filled up with zero examples of weight 0 (real ones have weight 1), so a
+    TPU compiles one program and every example counts exactly once; Keras distributes it under a
+    strategy and `AccumulatingModel.test_step` weights the loss and metrics with it.
+    """
+    num = len(arrays[1])
+    pad = -num % batch_size
+    padded = tuple(np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for a in arrays)
+    weight = np.concatenate([np.ones(num, np.float32), np.zeros(pad, np.float32)])
+    ds = tf.data.Dataset.from_tensor_slices((*padded, weight))
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.map(lambda x, y, w: (_as_model_input(x), y, w)).prefetch(tf.data.AUTOTUNE)
