@@ -9,6 +9,10 @@ from conftest import tiny_config
 from tfscale.run import Run
 
 STEPS = 8
+# Largest max |dw| measured (float32, 2-core CPU): 6.0e-8 for accumulation and for 4 replicas
+# (SGD; AdamW 1.5e-8 and 3.0e-8), 3.0e-8 for steps_per_execution and XLA. The tests assert about
+# 4x that: rounding passes, a wrong scale or a lost micro-batch does not.
+TOLERANCE = 2.5e-7
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,7 +43,7 @@ def test_accumulation_gives_same_weights_as_one_big_batch(optimizer, accum_steps
     reference = trained_weights(optimizer)
     weights = trained_weights(optimizer, accum_steps)
     print(f"accumulation k={accum_steps} {optimizer}: max |dw| = {max_diff(reference, weights):.2e}")
-    assert max_diff(reference, weights) < 1e-6
+    assert max_diff(reference, weights) < TOLERANCE
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
@@ -48,7 +52,7 @@ def test_four_mirrored_replicas_give_same_weights_as_one_device(optimizer, accum
     reference = trained_weights(optimizer)
     weights = trained_weights(optimizer, accum_steps, "mirrored", 4)
     print(f"mirrored x4, k={accum_steps} {optimizer}: max |dw| = {max_diff(reference, weights):.2e}")
-    assert max_diff(reference, weights) < 1e-5
+    assert max_diff(reference, weights) < TOLERANCE
 
 
 @pytest.mark.parametrize("steps_per_execution,jit_compile", [(4, "false"), (3, "true")])
@@ -56,7 +60,7 @@ def test_steps_per_execution_and_xla_give_same_weights(steps_per_execution, jit_
     reference = trained_weights("adamw")
     weights = trained_weights("adamw", 2, steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     print(f"steps_per_execution={steps_per_execution} jit={jit_compile}: max |dw| = {max_diff(reference, weights):.2e}")
-    assert max_diff(reference, weights) < 1e-5
+    assert max_diff(reference, weights) < TOLERANCE
 
 
 def test_training_moves_the_weights(tmp_path):
