@@ -232,3 +232,18 @@ def test_workers_stop_when_the_launcher_is_killed(tmp_path):
             os.kill(pid, signal.SIGKILL)
     # They stopped as if preempted: the checkpoint of the update they were at.
     assert max(checkpoint_steps(workdir)) >= 20
+
+
+def test_weights_that_overflowed_are_never_checkpointed(tmp_path):
+    from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+    from tfscale import callbacks  # pylint: disable=import-outside-toplevel
+    from tfscale.run import Run  # pylint: disable=import-outside-toplevel
+
+    with Run(tiny_config(train__num_steps=4, export__saved_model=False), str(tmp_path)) as run:
+        saver = callbacks.CheckpointSaver(run.manager, every_steps=1)
+        saver.set_model(run.model)
+        saver._save(1)  # pylint: disable=protected-access
+        kernel = run.network.trainable_weights[0]
+        kernel.assign(tf.fill(kernel.shape, float("inf")))
+        saver._save(2)  # pylint: disable=protected-access
+        assert checkpoint_steps(str(tmp_path)) == [1]

@@ -12,7 +12,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from tfscale import io, throughput
+from tfscale import checkpoint as checkpoint_lib, io, throughput
 from tfscale.errors import ConfigError
 from tfscale.precision import inner_optimizer
 
@@ -144,7 +144,7 @@ class Diverged(ConfigError):
     """The loss or an update was not finite; the update was skipped and training stopped."""
 
     def __init__(self, step, checkpoint_path, learning_rate):
-        kept = f"the last good update {step - 1} is kept in {checkpoint_path}" if checkpoint_path \
+        kept = f"the newest good checkpoint is {checkpoint_path}" if checkpoint_path \
             else "no checkpoint was written"
         super().__init__(
             f"training diverged at update {step}: the loss or the update was not finite, so it was "
@@ -181,13 +181,17 @@ class CheckpointSaver(keras.callbacks.Callback):
     (saving is collective). TensorFlow's `PreemptionCheckpointHandler` would agree through the
     coordination service instead, but it does nothing on GCE CPU and TPU VMs and restores on
     creation without falling back from an unreadable checkpoint, so it does not fit here.
+
+    `keep_steps`: updates whose checkpoints are also written to checkpoints/keep/, out of the
+    rotation's reach, so later runs can branch from them (tfscale.branch).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)  # preemption, and Ctrl-C in a terminal
 
-    def __init__(self, manager, every_steps, strategy=None, on_save=None):
+    def __init__(self, manager, every_steps, strategy=None, on_save=None, keep_steps=()):
         super().__init__()
         self.manager = manager
+        self.keep_steps = frozenset(keep_steps)
         self.every = every_steps
         self.strategy = strategy
         self.on_save = on_save
@@ -199,6 +203,9 @@ class CheckpointSaver(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.last_step = int(self.model.optimizer.iterations.numpy())
         self.preempted_at = None
+        self._check_keep_steps_reachable()
+        if self.last_step in self.keep_steps:  # resumed there: a kill may have beaten the write
+            self._keep(self.last_step, only_if_missing=True)
         if threading.current_thread() is threading.main_thread():
             self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
         else:
@@ -219,6 +226,8 @@ class CheckpointSaver(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
+        if step in self.keep_steps:
+            self._keep(step)
         if self._preempted():
             if step != self.last_step:
                 self._save(step)
@@ -237,11 +246,41 @@ class CheckpointSaver(keras.callbacks.Callback):
         if step != self.last_step:
             self._save(step)
 
+    def _check_keep_steps_reachable(self):
+        """Callbacks run once per execution of steps_per_execution updates: a kept step between
+        two of them could never be saved, so it is refused before training."""
+        every = getattr(self.model, "_steps_per_execution", None)
+        every = int(every.numpy()) if every is not None else 1
+        end = self.last_step + int((self.params or {}).get("steps") or 0)
+        missed = sorted(k for k in self.keep_steps
+                        if self.last_step < k < end and (k - self.last_step) % every)
+        if missed:
+            raise ConfigError(f"checkpoint.keep_steps {missed[0]} falls inside an execution of "
+                              f"{every} updates (training from update {self.last_step}); use "
+                              f"multiples of train.steps_per_execution {every}")
+
+    def _keep(self, step, only_if_missing=False):
+        path = checkpoint_lib.kept_prefix(self.manager.directory, step)
+        if only_if_missing and io.exists(path + ".index"):
+            return
+        checkpoint_lib.write_kept(self.manager.checkpoint, self.manager.directory, step)
+        logging.info("kept checkpoint %s", path)
+
     def _save(self, step):
+        if not _all_finite(self.model.trainable_weights):
+            # An update can be finite and still overflow the weights (a huge learning rate):
+            # the run stops at the next update, and a checkpoint must never hold such weights.
+            logging.warning("not saving update %d: its weights are not finite", step)
+            return
         self.manager.save(checkpoint_number=step)
         self.last_step = step
         if self.on_save is not None:
             self.on_save()
+
+
+def _all_finite(variables):
+    return all(bool(tf.reduce_all(tf.math.is_finite(v)).numpy()) for v in variables
+               if v.dtype.is_floating)
 
 
 def _multi_worker(strategy):
