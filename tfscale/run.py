@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfscale import (callbacks, checkpoint, config as config_lib, data, distribute, evaluation,
+from tfscale import (branch, callbacks, checkpoint, config as config_lib, data, distribute, evaluation,
                      export, io, launch, lock, models, optim, precision, throughput, trainer,
                      workdir as workdir_lib)
 
@@ -68,6 +68,7 @@ class Run:
         self.data = data.load(config.data, config.model.get("seq_len"))
         data.check_batch_size(self.data.info.num_train, config.train.batch_size)
         workdir_lib.check(workdir, config)
+        branch.check(config, workdir)  # train.init_from, before the workdir is written
         self.chief = _is_chief(self.strategy)
         # One label per example: a classifier (eval.json, probabilities in the export).
         self.classifier = self.data.train[1].ndim == 1
@@ -133,13 +134,14 @@ class Run:
         checkpoint), and `callbacks.Diverged` at the first update that was not finite.
         """
         c = self.config
-        checkpoint.restore_latest(self.restore_manager)
+        if checkpoint.restore_latest(self.restore_manager) is None:  # fresh: maybe a branch
+            branch.restore(c, self.restore_manager.checkpoint, self.optimizer)
         start = self.step
         writer = tf.summary.create_file_writer(io.join(self.workdir, "tensorboard")) if self.chief else None
+        card = models.describe(self.network, c.model)  # MFU from every FLOP, logits included
         logger = callbacks.MetricsLogger(
             self.own_dir, c.train.log_every_steps, c.train.batch_size, c.train.num_steps, writer,
-            flops_per_example=models.training_flops_per_example(self.network),
-            tokens_per_example=getattr(self.network, "tokens_per_example", None),
+            flops_per_example=card.flops_per_example, tokens_per_example=card.tokens_per_example,
             peak_flops=throughput.peak_flops(self.device_kind, self.num_replicas))
         if self.chief:
             logger.resume_at(start)
@@ -155,7 +157,8 @@ class Run:
                      c.train.accum_steps, c.train.batch_size // (self.num_replicas * c.train.accum_steps),
                      self.policy)
         saver = callbacks.CheckpointSaver(self.manager, c.checkpoint.every_steps, self.strategy,
-                                          on_save=self.lock.refresh if self.lock else None)
+                                          on_save=self.lock.refresh if self.lock else None,
+                                          keep_steps=c.checkpoint.keep_steps)
         guard = callbacks.StopOnDivergence()
         self.model.fit(dataset, epochs=1, steps_per_epoch=c.train.num_steps - start,
                        verbose=1 if sys.stdout.isatty() else 0,
@@ -170,8 +173,9 @@ class Run:
 
     def evaluate(self):
         """Loss (and accuracy) on the held-out split, or on `eval.max_examples` of it."""
-        ds = data.eval_dataset(data.evenly_spaced(self.data.eval, self.config.eval.max_examples),
-                               self.config.eval.batch_size)
+        # Rounded up to a multiple of the replicas, so every replica's batch has one static shape.
+        batch = -(-self.config.eval.batch_size // self.num_replicas) * self.num_replicas
+        ds = data.eval_dataset(data.evenly_spaced(self.data.eval, self.config.eval.max_examples), batch)
         return self.model.evaluate(ds, verbose=0, return_dict=True)
 
     def export(self):
@@ -207,11 +211,12 @@ def _train(run, extra_callbacks, t0):
     c = config
     summary_path = io.join(workdir, "summary.json")
     previous = io.read_json(summary_path) if io.exists(summary_path) else {}
+    card = models.describe(run.network, c.model)
     summary = {
         "model": c.model.name,
         "data": c.data.name,
-        "num_params": models.num_params(run.network),
-        "flops_per_example": models.training_flops_per_example(run.network),
+        "num_params": card.total_params,  # embeddings included (models/card.py)
+        "flops_per_example": card.flops_per_example,
         "steps": run.step,
         "examples_seen": run.step * c.train.batch_size,
         "train_loss": logger.last_logs.get("loss", previous.get("train_loss")),
@@ -226,12 +231,12 @@ def _train(run, extra_callbacks, t0):
         "jit_compile": run.jit_compile,
         "steps_per_execution": run.steps_per_execution,
     }
-    tokens = getattr(run.network, "tokens_per_example", None)
-    if tokens:  # language models: per-token figures
+    if card.task == "lm":  # language models: per-token figures, and Kaplan's counts beside them
         summary.update(
-            non_embedding_params=run.network.non_embedding_params,
-            flops_per_token=run.network.training_flops_per_token,
-            num_tokens=summary["examples_seen"] * tokens,
+            non_embedding_params=card.non_embedding_params,
+            flops_per_token=card.flops_per_token(),
+            flops_per_token_kaplan=card.flops_per_token("non_embedding"),
+            num_tokens=summary["examples_seen"] * card.tokens_per_example,
             bits_per_byte=summary["eval_loss"] / math.log(2))
     if "accuracy" in results:
         summary["eval_accuracy"] = float(results["accuracy"])
