@@ -9,6 +9,7 @@ which resumes.
 import importlib.machinery
 import importlib.util
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -133,5 +134,9 @@ def run(main):
         except Preempted as e:
             print(e, file=sys.stderr)
             sys.exit(getattr(e, "exit_code", Preempted.EXIT_CODE))
+        except KeyboardInterrupt:  # Ctrl-C outside training (start-up, evaluation, export)
+            print("interrupted (SIGINT): nothing half-written is left; re-run the same command to "
+                  "resume", file=sys.stderr)
+            sys.exit(128 + signal.SIGINT)
 
     app.run(_main, argv=sys.argv[:1])
