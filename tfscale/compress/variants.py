@@ -11,7 +11,7 @@ from absl import logging
 import numpy as np
 import tf_keras as keras
 
-from tfscale import export
+from tfscale import data as data_lib, export
 from tfscale.compress import tflite
 from tfscale.errors import ConfigError
 
@@ -46,14 +46,15 @@ def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"
     `networks`: a trained keras.Model (the float32 network) or a dict from the sources in
     `VARIANTS` (float32, pruned, qat, ...) to networks. `data`: a `tfscale.data.Data` (the
     representative set for int8 comes from its training split, the measurements from its
-    held-out split). A variant that cannot be converted raises ConfigError naming it.
+    held-out split). A variant that cannot be converted, or whose file differs from its Keras
+    network by more than its mode's `tflite.BOUNDS`, raises ConfigError naming it.
     """
     if isinstance(networks, keras.Model):
         networks = {"float32": networks}
     classifier = data.train[1].ndim == 1
-    eval_x, eval_y = data.eval
-    if eval_examples:
-        eval_x, eval_y = eval_x[:eval_examples], eval_y[:eval_examples]
+    # Evenly spaced, as the run's own evaluation picks them: a prefix of a text split would
+    # come from its first files only, and its loss would not compare with the run's.
+    eval_x, eval_y = data_lib.evenly_spaced(data.eval, eval_examples)
     eval_x = model_inputs(eval_x)
     order = np.random.default_rng(0).permutation(len(data.train[0]))[:representative_examples]
     representative = model_inputs(data.train[0][order])
@@ -85,6 +86,7 @@ def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"
             "latency_ms": model.latency_ms(eval_x[0], latency_runs),
             "sparsity": model.weight_sparsity(),
             "max_abs_diff_vs_keras": check["max_abs_diff"],
+            "rel_diff_vs_keras": check["rel_diff"],
             "argmax_agreement_vs_keras": check["argmax_agreement"],
             "weight_dtypes": model.weight_dtypes(),
             "eval_examples": int(len(eval_y)),
@@ -94,7 +96,10 @@ def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"
         if saved_models and source in SAVED_MODELS:
             if source not in saved:
                 saved_path = os.path.join(outdir, source, "saved_model")
-                saved[source] = (saved_path, export.save_saved_model(network, saved_path, sample, classifier))
+                try:
+                    saved[source] = (saved_path, export.save_saved_model(network, saved_path, sample, classifier))
+                except ConfigError as e:
+                    raise ConfigError(f"variant {variant}: {e}") from e
             record["saved_model"], saved_check = saved[source]
             record["saved_model_max_abs_diff"] = saved_check["max_abs_diff"]
         logging.info("%s: accuracy %.4f, %d bytes (gzip %d), %.3f ms", variant, record["accuracy"],
