@@ -1,6 +1,7 @@
-"""Classification evaluation report: scikit-learn metrics, a confusion-matrix plot, TensorBoard.
+"""Evaluation of an exported model: a classifier's report (scikit-learn metrics, a confusion-matrix
+plot, TensorBoard) or a byte-level language model's (loss, bits per byte, perplexity, accuracy).
 
-Everything here is a pure function over arrays (labels and softmax probabilities), so the same
+The reports are pure functions over arrays (labels and softmax probabilities), so the same
 report can be computed after training, from a saved model, or in a test. The report holds plain
 Python numbers and lists only, so it can be written with `json.dump` as it is.
 """
@@ -218,8 +219,6 @@ def write_tensorboard(report, logdir, step, class_names=None):
     Scalars: `eval/accuracy`, `eval/macro_f1`, `eval/roc_auc_ovr` (skipped when undefined) and
     `eval/log_loss`; image: `eval/confusion_matrix`. Class names default to the report's.
     """
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (slow; only when used)
-
     if class_names is None:
         class_names = [entry["name"] for entry in report["per_class"]]
     scalars = {
@@ -228,53 +227,110 @@ def write_tensorboard(report, logdir, step, class_names=None):
         "eval/roc_auc_ovr": report["roc_auc_ovr"],
         "eval/log_loss": report["log_loss"],
     }
-    image = confusion_matrix_image(report["confusion_matrix"], class_names)
+    _write_scalars(scalars, logdir, step, confusion_matrix_image(report["confusion_matrix"], class_names))
+
+
+def _write_scalars(scalars, logdir, step, image=None):
+    """Scalars (None ones skipped) and an optional `eval/confusion_matrix` image at `step`."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (slow; only when used)
+
     writer = tf.summary.create_file_writer(str(logdir))
     try:
         with writer.as_default(step=step):
             for tag, value in scalars.items():
                 if value is not None:
                     tf.summary.scalar(tag, value)
-            tf.summary.image("eval/confusion_matrix", image[None])
+            if image is not None:
+                tf.summary.image("eval/confusion_matrix", image[None])
         writer.flush()
     finally:
         writer.close()
 
 
-def predict_saved_model(path, inputs, batch_size=512):
-    """Class probabilities from an exported SavedModel's serving signature (the deployed model)."""
+def load_serving(path):
+    """The `serving_default` signature of the SavedModel at `path`; a one-line ConfigError if
+    the export is missing, incomplete or unreadable."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tfscale import io  # pylint: disable=import-outside-toplevel
+    from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+    if not io.gfile.isdir(path):
+        raise ConfigError(f"no exported model at {path}; train the run with export.saved_model=True")
+    try:
+        return tf.saved_model.load(path).signatures["serving_default"]
+    except Exception as e:  # pylint: disable=broad-except  (a missing file: OSError, OpError, ...)
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise ConfigError(f"the exported model at {path} cannot be loaded (files missing or "
+                          f"damaged; export it again): {lines[0][:300]}") from e
+
+
+def _serve_batches(serve, inputs, batch_size):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    return np.concatenate([
-        serve(inputs=tf.constant(inputs[i:i + batch_size], tf.float32))["probabilities"].numpy()
-        for i in range(0, len(inputs), batch_size)])
+    dtype = serve.structured_input_signature[1]["inputs"].dtype
+    for i in range(0, len(inputs), batch_size):
+        yield serve(inputs=tf.constant(inputs[i:i + batch_size], dtype))
+
+
+def predict_saved_model(path, inputs, batch_size=512):
+    """Class probabilities from an exported SavedModel's serving signature (the deployed model)."""
+    serve = load_serving(path)
+    return np.concatenate([out["probabilities"].numpy() for out in _serve_batches(serve, inputs, batch_size)])
+
+
+def language_model_report(serve, inputs, labels, batch_size=512):
+    """Next-token figures of a byte-level LM's serving signature on (windows, next bytes):
+    `loss` (mean cross-entropy in nats per token), `bits_per_byte`, `perplexity`, `accuracy`
+    (per token), `num_examples` (windows) and `num_tokens`."""
+    from scipy.special import log_softmax  # pylint: disable=import-outside-toplevel
+
+    nll = correct = 0.0
+    for i, out in enumerate(_serve_batches(serve, inputs, batch_size)):
+        logits = out["logits"].numpy().astype(np.float64)
+        y = labels[i * batch_size:(i + 1) * batch_size].astype(np.int64)
+        nll -= float(np.sum(np.take_along_axis(log_softmax(logits, axis=-1), y[..., None], -1)))
+        correct += float(np.sum(logits.argmax(-1) == y))
+    tokens = int(labels.size)
+    loss = nll / tokens
+    return {"num_examples": int(len(labels)), "num_tokens": tokens, "loss": loss,
+            "bits_per_byte": float(loss / np.log(2)), "perplexity": float(np.exp(loss)),
+            "accuracy": correct / tokens}
 
 
 def evaluate_workdir(workdir, data=None, step=None):
     """Evaluates a finished run's exported model on its held-out split.
 
-    Writes `eval.json` (the report, plus the step), `confusion_matrix.png` and TensorBoard
-    summaries into `workdir`, and returns the report. `data` may be passed to avoid reloading.
+    The examples are those of the run's own evaluation (`eval.max_examples` evenly spaced ones,
+    or all). A classifier gets the classification report, `confusion_matrix.png` and TensorBoard
+    summaries; a language model `language_model_report` and its scalars. Either is written to
+    `eval.json` (with the step) and returned; nothing is written if the export cannot be loaded.
+    `data` may be passed to avoid reloading.
     """
     from tfscale import data as data_lib, io, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-    from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
     config = workdir_lib.load_config(workdir)
     model_path = io.join(workdir, "export", "saved_model")
-    if not io.gfile.isdir(model_path):
-        raise ConfigError(f"{workdir} has no exported model at {model_path}; train it with "
-                          "export.saved_model=True")
-    data = data or data_lib.load(config.data)
-    inputs, labels = data.eval
-    report = classification_report(labels, predict_saved_model(model_path, inputs, config.eval.batch_size))
+    serve = load_serving(model_path)
+    data = data or data_lib.load(config.data, config.model.get("seq_len"))
+    inputs, labels = data_lib.evenly_spaced(data.eval, config.eval.max_examples)
+    classifier = labels.ndim == 1
+    if classifier:
+        probabilities = np.concatenate([out["probabilities"].numpy() for out in
+                                        _serve_batches(serve, inputs, config.eval.batch_size)])
+        report = classification_report(labels, probabilities)
+    else:
+        report = language_model_report(serve, inputs, labels, config.eval.batch_size)
     summary_path = io.join(workdir, "summary.json")
     if step is None:
         step = io.read_json(summary_path)["steps"] if io.exists(summary_path) else 0
     report["step"] = step
     report["model_path"] = model_path
     io.write_json(io.join(workdir, "eval.json"), report)
-    plot_confusion_matrix(report["confusion_matrix"], io.join(workdir, "confusion_matrix.png"),
-                          title=f"{config.data.name}: accuracy {report['accuracy']:.4f}")
-    write_tensorboard(report, io.join(workdir, "tensorboard"), step)
+    if classifier:
+        plot_confusion_matrix(report["confusion_matrix"], io.join(workdir, "confusion_matrix.png"),
+                              title=f"{config.data.name}: accuracy {report['accuracy']:.4f}")
+        write_tensorboard(report, io.join(workdir, "tensorboard"), step)
+    else:
+        _write_scalars({f"eval/{k}": report[k] for k in ("loss", "bits_per_byte", "perplexity", "accuracy")},
+                       io.join(workdir, "tensorboard"), step)
     return report
