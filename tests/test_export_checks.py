@@ -1,0 +1,216 @@
+"""Exports through the command line: a file that does not match Keras is refused and nothing is
+left at its path, the serving signature takes the full input shape only, a killed export's
+leftovers go at the next one, and `experiments.evaluate` handles damaged exports and LMs."""
+import concurrent.futures
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MLP = "--config=experiments/configs/digits_mlp.py:tiny"
+LM = ["--config=experiments/configs/lm.py:tiny", "--config.compress.variants=float32",
+      "--config.compress.eval_examples=48", "--config.eval.max_examples=48", "--config.compress.latency_runs=2"]
+
+# Code run before a script (`python -c PATCH; runpy ...`): a conversion or an export gone wrong.
+SCRAMBLE = """
+import numpy as np, tf_keras as keras
+from tfscale.compress import tflite
+real = tflite.convert
+def convert(network, mode, *args, **kwargs):
+    if mode == {mode!r}:
+        other = keras.models.clone_model(network)
+        rng = np.random.default_rng(0)
+        other.set_weights([{change} for w in network.get_weights()])
+        network = other
+    return real(network, mode, *args, **kwargs)
+tflite.convert = convert
+"""
+PATCHES = {
+    "int8_scrambled": SCRAMBLE.format(mode="int8", change="rng.permutation(w.ravel()).reshape(w.shape)"),
+    "float16_scaled": SCRAMBLE.format(mode="float16", change="w * 1.05"),
+    "saved_model_scaled": """
+import tensorflow as tf
+real = tf.saved_model.load
+def load(*args, **kwargs):
+    loaded = real(*args, **kwargs)
+    for v in loaded.variables:
+        v.assign(v * 1.01)
+    return loaded
+tf.saved_model.load = load
+""",
+    "killed_mid_export": """
+import os, signal, tensorflow as tf
+tf.saved_model.load = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+""",
+}
+
+
+def _script(module, args, patch=None, timeout=300):
+    if patch:
+        code = f"{patch}\nimport runpy, sys\nsys.argv = {[module, *args]!r}\nrunpy.run_module({module!r}, run_name='__main__')"
+        command = [sys.executable, "-c", code]
+    else:
+        command = [sys.executable, "-m", module, *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _error_line(proc):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def _snapshot(folder):
+    out = {}
+    for base, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(base, name), "rb") as f:
+                out[os.path.relpath(os.path.join(base, name), folder)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A trained digits MLP, then every command of the tests below, two at a time."""
+    tmp = str(tmp_path_factory.mktemp("export_checks"))
+    base = os.path.join(tmp, "mlp")
+    proc = _script("experiments.train", [MLP, f"--workdir={base}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    no_pb = _copy(base, os.path.join(tmp, "no_pb"))
+    os.remove(os.path.join(no_pb, "export", "saved_model", "saved_model.pb"))
+    no_export = _copy(base, os.path.join(tmp, "no_export"))
+    shutil.rmtree(os.path.join(no_export, "export", "saved_model"))
+    killed = _copy(base, os.path.join(tmp, "killed"))
+    jobs = {
+        "int8_scrambled": ("experiments.compress", [MLP, "--config.compress.variants=int8"], "int8_scrambled",
+                           _copy(base, os.path.join(tmp, "int8"))),
+        "float16_scaled": ("experiments.compress", [MLP, "--config.compress.variants=float32,float16"],
+                           "float16_scaled", _copy(base, os.path.join(tmp, "float16"))),
+        "saved_model_scaled": ("experiments.train", [MLP], "saved_model_scaled", os.path.join(tmp, "fresh")),
+        "killed_mid_export": ("experiments.train", [MLP], "killed_mid_export", killed),
+        "lm": ("experiments.compress", LM, None, os.path.join(tmp, "lm")),
+        "no_pb": ("experiments.evaluate", [], None, no_pb),
+        "no_export": ("experiments.evaluate", [], None, no_export),
+    }
+    before = {name: _snapshot(job[3]) for name, job in jobs.items()}
+
+    def run(name):
+        module, args, patch, workdir = jobs[name]
+        return _script(module, [*args, f"--workdir={workdir}"], PATCHES.get(patch))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run, name) for name in jobs}
+        results = {name: (f.result(), jobs[name][3], before[name]) for name, f in futures.items()}
+    results["base"] = (proc, base, None)
+    return results
+
+
+def test_int8_file_of_scrambled_weights_is_refused_and_not_written(runs):
+    proc, workdir, _ = runs["int8_scrambled"]
+    line = _error_line(proc)
+    assert "variant int8: int8.tflite does not match its Keras network: argmax agreement" in line
+    assert line.endswith("< 0.9 (the bound)")
+    assert float(line.split("agreement ")[1].split()[0]) < 0.5
+    assert os.listdir(os.path.join(workdir, "compress")) == []
+
+
+def test_float16_file_off_by_five_percent_is_refused_where_argmaxes_still_agree(runs):
+    proc, workdir, _ = runs["float16_scaled"]
+    line = _error_line(proc)
+    assert "variant float16: float16.tflite does not match its Keras network: max abs diff" in line
+    assert line.endswith("> 0.01 (the bound)")
+    assert 0.03 < float(line.split(" is ")[1].split()[0]) < 0.2  # ~ 1.05^2 - 1 of the largest logit
+    assert sorted(os.listdir(os.path.join(workdir, "compress"))) == ["float32", "float32.tflite"]
+
+
+def test_saved_model_that_differs_from_keras_is_refused_and_not_written(runs):
+    proc, workdir, _ = runs["saved_model_scaled"]
+    line = _error_line(proc)
+    assert f"SavedModel {workdir}/export/saved_model does not match its Keras network: max abs diff" in line
+    assert line.endswith("> 0.0001 (the bound)")
+    assert os.listdir(os.path.join(workdir, "export")) == []
+
+
+def test_serving_signature_refuses_any_other_shape_than_the_networks(runs):
+    _, workdir, _ = runs["base"]
+    serve = tf.saved_model.load(os.path.join(workdir, "export", "saved_model")).signatures["serving_default"]
+    assert serve(inputs=tf.zeros([3, 8, 8, 1]))["logits"].shape == (3, 10)
+    assert serve(inputs=tf.zeros([1, 8, 8, 1]))["probabilities"].shape == (1, 10)
+    for shape in ([4, 32], [2, 64], [3, 8, 8], [2, 8, 8, 2], [2, 4, 16, 1]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="is not compatible with expected shape"):
+            serve(inputs=tf.zeros(shape))
+
+
+def test_folder_of_a_killed_export_is_removed_by_the_next_export(runs, tmp_path):
+    proc, workdir, _ = runs["killed_mid_export"]
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    export_dir = os.path.join(workdir, "export")
+    leftovers = glob.glob(os.path.join(export_dir, "saved_model.tmp-*"))
+    assert len(leftovers) == 1 and os.listdir(leftovers[0])  # what the killed process left
+    proc = _script("experiments.train", [MLP, f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(export_dir)) == ["saved_model"]
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("no_pb", "cannot be loaded (files missing or damaged; export it again): SavedModel file does not exist"),
+    ("no_export", "no exported model at"),
+])
+def test_evaluate_on_a_damaged_export_is_one_error_line_and_changes_nothing(runs, case, fragment):
+    proc, workdir, before = runs[case]
+    assert fragment in _error_line(proc)
+    assert _snapshot(workdir) == before
+
+
+def _lm_loss(serve, x, y):
+    from tfscale import evaluation  # pylint: disable=import-outside-toplevel
+    return evaluation.language_model_report(serve, x, y)["loss"]
+
+
+def test_lm_tflite_is_measured_on_the_runs_own_evenly_spaced_examples(runs):
+    proc, workdir, _ = runs["lm"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(workdir, "summary.json")) as f:
+        run_loss = json.load(f)["eval_loss"]  # Keras, on 48 evenly spaced windows
+    with open(os.path.join(workdir, "compression.json")) as f:
+        record = json.load(f)["variants"][0]
+    assert record["variant"] == "float32" and record["eval_examples"] == 48
+    assert record["eval_loss"] == pytest.approx(run_loss, abs=1e-4)
+    # The first 48 windows (one file's start) give a loss far from it: the check can fail.
+    from tfscale import data, evaluation, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+    held_out = data.load(workdir_lib.load_config(workdir).data, 32).eval
+    serve = evaluation.load_serving(os.path.join(workdir, "export", "saved_model"))
+    assert abs(_lm_loss(serve, held_out[0][:48], held_out[1][:48]) - run_loss) > 0.01
+    assert _lm_loss(serve, *data.evenly_spaced(held_out, 48)) == pytest.approx(run_loss, abs=1e-4)
+
+
+def test_evaluate_on_a_language_model_reports_its_next_byte_figures(runs):
+    _, workdir, _ = runs["lm"]
+    proc = _script("experiments.evaluate", [f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(workdir, "eval.json")) as f:
+        report = json.load(f)
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    assert report["num_examples"] == 48 and report["num_tokens"] == 48 * 32
+    assert report["loss"] == pytest.approx(summary["eval_loss"], abs=1e-4)  # the run's own examples
+    assert report["bits_per_byte"] == pytest.approx(report["loss"] / np.log(2))
+    assert report["perplexity"] == pytest.approx(np.exp(report["loss"]))
+    assert report["loss"] < np.log(256) - 0.5 and 0.1 < report["accuracy"] < 1
+    assert (f"loss {report['loss']:.4f} nats/token  {report['bits_per_byte']:.4f} bits/byte  "
+            f"perplexity {report['perplexity']:.3f}  token accuracy {report['accuracy']:.4f}") in proc.stdout
