@@ -39,8 +39,15 @@ def _kernel_zeros(network):
     return {name: int(k.size - np.count_nonzero(k)) for name, k in prune._kernels(network)}
 
 
+def _schedule(update, target=0.8, end=8, frequency=2):
+    """tfmot's polynomial decay (power 3, from 0 at update 0) at the last mask update <= `update`."""
+    last = min(update, end) // frequency * frequency
+    return np.float32(target * (1 - (1 - last / end) ** 3))
+
+
 def test_pruning_reaches_scheduled_sparsity_exactly_in_optimizer_updates_with_accumulation(tmp_path):
-    config = cnn_config(train__accum_steps=4, distribute__strategy="one_device")
+    config = cnn_config(train__accum_steps=4, distribute__strategy="one_device", compress__prune__target_sparsity=0.8,
+                        compress__prune__begin_step=0, compress__prune__end_step=8, compress__prune__frequency=2)
     p = config.compress.prune  # 8 updates, masks at updates 2, 4, 6, 8, target 0.8 at 8
     run = run_lib.Run(config, str(tmp_path))
     seen = []
@@ -54,12 +61,13 @@ def test_pruning_reaches_scheduled_sparsity_exactly_in_optimizer_updates_with_ac
     sizes = {name: k.size for name, k in prune._kernels(model.network)}
     assert [u for u, _ in seen] == list(range(1, 9))
     for update, zeros in seen:
-        s = np.float32(prune.expected_sparsity(p, update))
+        s = _schedule(update)
         kept = {n: max(int(np.round(np.float32(size) * (np.float32(1) - s))), 1) for n, size in sizes.items()}
         assert zeros == {n: sizes[n] - kept[n] for n in sizes}, (update, s)
-    report = prune.sparsity_report(prune.strip(model.network))
-    assert report["sparsity"] == pytest.approx(p.target_sparsity, abs=0.01)
-    assert all(abs(l["sparsity"] - 0.8) < 0.02 for l in report["layers"])
+    kernels = [l.kernel.numpy() for l in prune.strip(model.network).layers if hasattr(l, "kernel")]
+    assert len(kernels) == 3
+    assert all(abs(np.mean(k == 0) - 0.8) < 0.02 for k in kernels)
+    assert sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels) == pytest.approx(0.8, abs=0.01)
 
 
 def test_pruning_opt_out_and_2x4_pattern_per_layer(trained):
@@ -166,9 +174,18 @@ def test_interrupted_export_leaves_no_artifact_at_the_final_path(trained, tmp_pa
         assert f.read() == b"the earlier, good file"
 
 
+def _saved_kernel_sparsity(saved_model):
+    """Zeros among the kernels in a SavedModel's variables, read from its checkpoint files."""
+    reader = tf.train.load_checkpoint(os.path.join(saved_model, "variables", "variables"))
+    kernels = [reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+               if "kernel" in name and "OPTIMIZER" not in name]
+    assert len(kernels) == 3, list(reader.get_variable_to_shape_map())
+    return sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
+
+
 def test_compress_writes_every_variant_and_the_report(tmp_path):
     from tfscale.compress import pipeline
-    config = cnn_config(compress__variants="float32,pruned_int8,qat_int8,distilled",
+    config = cnn_config(compress__variants="float32,pruned_int8,qat_int8,distilled", compress__prune__target_sparsity=0.8,
                         compress__latency_runs=3, distribute__strategy="one_device")
     report, table = pipeline.compress(config, str(tmp_path))
     assert [r["variant"] for r in report["variants"]] == ["float32", "pruned_int8", "qat_int8", "distilled"]
@@ -177,7 +194,11 @@ def test_compress_writes_every_variant_and_the_report(tmp_path):
         for key in ("accuracy", "gzip_bytes", "latency_ms", "sparsity", "max_abs_diff_vs_keras"):
             assert np.isfinite(r[key]), key
     by_name = {r["variant"]: r for r in report["variants"]}
-    assert by_name["pruned_int8"]["sparsity"] > 0.7 and by_name["float32"]["sparsity"] < 0.05
+    # The configured 0.8, counted in the exported weights (per-layer rounding: +- 0.01).
+    assert _saved_kernel_sparsity(str(tmp_path / "compress" / "pruned" / "saved_model")) == pytest.approx(0.8, abs=0.01)
+    assert _saved_kernel_sparsity(str(tmp_path / "compress" / "float32" / "saved_model")) < 0.01
+    assert by_name["pruned_int8"]["sparsity"] == pytest.approx(0.8, abs=0.02)
+    assert by_name["float32"]["sparsity"] < 0.01
     assert os.path.isdir(tmp_path / "compress" / "distilled" / "saved_model")
     assert "| pruned_int8 |" in table and os.path.isfile(tmp_path / "compression.md")
     assert not glob.glob(str(tmp_path / "compress" / ".tmp-*"))
@@ -185,7 +206,9 @@ def test_compress_writes_every_variant_and_the_report(tmp_path):
 
 def test_lm_distills_through_the_lm_path_and_converts_to_tflite(tmp_path):
     config = lm_distill.get_config("tiny")
+    tfscale.train(config, str(tmp_path))  # 20 updates
     run = run_lib.Run(config, str(tmp_path))
+    run.fit()  # restores the trained weights
     teacher_before = [w.copy() for w in run.network.get_weights()]
     d = config.compress.distill
     student = finetune.fit(run, lambda: distill.DistillationModel(
@@ -194,10 +217,12 @@ def test_lm_distills_through_the_lm_path_and_converts_to_tflite(tmp_path):
     records = variants.export_variants({"float32": run.network, "distilled": student}, run.data,
                                        str(tmp_path / "export"), ["float32", "dynamic_range", "distilled"],
                                        eval_examples=32, latency_runs=3, saved_models=False)
-    for r in records:  # an LM barely trained: near-ties in its logits flip a few argmaxes
+    for r in records:
         assert r["argmax_agreement_vs_keras"] >= 0.9 and r["max_abs_diff_vs_keras"] < 0.1
-        assert r["eval_loss"] < 6.0
+    # The trained teacher's files: 4.39 nats measured; untrained, 5.58 (uniform: ln 256 = 5.55).
+    assert records[0]["eval_loss"] < 5.0 and records[1]["eval_loss"] < 5.0
     assert records[1]["size_bytes"] < 0.7 * records[0]["size_bytes"]
+    run.close()
 
 
 @pytest.mark.parametrize("overrides, fragment", [
