@@ -25,6 +25,7 @@ FIRST_AND_LAST = {
     "warmup_linear": (0.1, 1.0, 0.1, 0.1),
     "inverse_sqrt": (0.1, 1.0, (10 / 99) ** 0.5, 0.1 * (100 / 99) ** 0.5),  # sqrt(warmup / step)
     "constant": (0.1, 1.0, 1.0, 1.0),
+    "wsd": (0.1, 1.0, 1.0, 1.0),  # cooldown_steps 0: constant after warmup (tests/test_wsd.py cools down)
 }
 
 

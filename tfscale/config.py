@@ -42,6 +42,9 @@ def defaults():
     c.train.jit_compile = "auto"  # auto | true | false
     c.train.log_every_steps = 50
     c.train.loss = "sparse_categorical_crossentropy"
+    # "WORKDIR_OR_CHECKPOINT@STEP": a fresh run starts from that checkpoint at update STEP
+    # (network, optimizer) instead of from scratch; "" = from scratch. tfscale.branch.
+    c.train.init_from = ""
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"
@@ -56,9 +59,13 @@ def defaults():
     c.optimizer.epsilon = ml_collections.config_dict.placeholder(float)
 
     c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "warmup_cosine"  # constant | warmup_cosine | warmup_linear | inverse_sqrt
+    c.schedule.name = "warmup_cosine"  # constant | warmup_cosine | warmup_linear | inverse_sqrt | wsd
     c.schedule.warmup_steps = 0  # in optimizer updates
-    c.schedule.end_factor = 0.0  # final learning rate / peak (cosine, linear; floor of inverse_sqrt)
+    c.schedule.end_factor = 0.0  # final learning rate / peak (cosine, linear, wsd; floor of inverse_sqrt)
+    # wsd: the last cooldown_steps updates decay from the peak to end_factor; 0 = constant after
+    # warmup. In updates, not a fraction: a branch point must be the same update in every run.
+    c.schedule.cooldown_steps = 0
+    c.schedule.cooldown_shape = "1-sqrt"  # 1-sqrt | linear
 
     c.precision = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
 
@@ -70,6 +77,9 @@ def defaults():
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 100
     c.checkpoint.keep = 3
+    # Updates whose checkpoints are also written to checkpoints/keep/ and never rotated away
+    # (the branch points of a wsd run).
+    c.checkpoint.keep_steps = ()
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 512
@@ -160,14 +170,57 @@ def validate(config):
     _check(0 <= s.warmup_steps <= t.num_steps,
            f"schedule.warmup_steps {s.warmup_steps} must be between 0 and train.num_steps {t.num_steps}")
     _check(0 <= s.end_factor <= 1, f"schedule.end_factor must be in [0, 1], got {s.end_factor}")
+    _validate_wsd(s, t.num_steps)
+    _validate_init_from(t)
     _check(config.distribute.cpu_devices >= 0,
            f"distribute.cpu_devices must be >= 0, got {config.distribute.cpu_devices}")
     _check(config.checkpoint.every_steps >= 1,
            f"checkpoint.every_steps must be >= 1, got {config.checkpoint.every_steps}")
     _check(config.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {config.checkpoint.keep}")
+    _validate_keep_steps(config.checkpoint.keep_steps, t)
     _check(config.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
     _check(config.eval.max_examples >= 0,
            f"eval.max_examples must be >= 0 (0 = all), got {config.eval.max_examples}")
+
+
+def _validate_wsd(s, num_steps):
+    from tfscale.optim.schedules import COOLDOWN_SHAPES  # pylint: disable=import-outside-toplevel
+    _choice(s.cooldown_shape, COOLDOWN_SHAPES, "schedule.cooldown_shape")
+    _check(s.cooldown_steps >= 0, f"schedule.cooldown_steps must be >= 0, got {s.cooldown_steps}")
+    _check(s.name == "wsd" or not s.cooldown_steps,
+           f"schedule.cooldown_steps {s.cooldown_steps} is for schedule wsd only (schedule.name={s.name})")
+    _check(s.warmup_steps + s.cooldown_steps <= num_steps,
+           f"schedule.cooldown_steps {s.cooldown_steps} must fit in train.num_steps {num_steps} after "
+           f"schedule.warmup_steps {s.warmup_steps} (cooldown would start at update "
+           f"{num_steps - s.cooldown_steps}, before warmup ends)")
+
+
+def init_from_parts(text):
+    """`train.init_from` "PATH@STEP" as (PATH, STEP); raises ConfigError when malformed."""
+    path, at, step = str(text).strip().rpartition("@")
+    _check(at and path.strip() and step.strip().isdigit(),
+           f"train.init_from {text!r} must be WORKDIR_OR_CHECKPOINT@STEP (e.g. runs/trunk@2400)")
+    return path.strip(), int(step)
+
+
+def _validate_init_from(t):
+    if str(t.init_from).strip():
+        _, step = init_from_parts(t.init_from)
+        _check(step < t.num_steps, f"train.init_from starts at update {step}, not before "
+                                   f"train.num_steps {t.num_steps}: nothing would be trained")
+
+
+def _validate_keep_steps(keep_steps, t):
+    _check(isinstance(keep_steps, (tuple, list))
+           and all(isinstance(k, int) and not isinstance(k, bool) for k in keep_steps),
+           f"checkpoint.keep_steps must be a tuple of update counts, got {keep_steps!r}")
+    for k in keep_steps:
+        _check(1 <= k <= t.num_steps,
+               f"checkpoint.keep_steps {k} must be between 1 and train.num_steps {t.num_steps}")
+        # Callbacks (and so checkpoints) run once per execution of steps_per_execution updates.
+        _check(k == t.num_steps or not t.steps_per_execution or k % t.steps_per_execution == 0,
+               f"checkpoint.keep_steps {k} is not a multiple of train.steps_per_execution "
+               f"{t.steps_per_execution}: no checkpoint can be taken there")
 
 
 def _check_finite(config, prefix=""):
