@@ -17,6 +17,8 @@ from tfscale import io
 from tfscale.errors import ConfigError
 
 _NUMBERED = re.compile(r"ckpt-(\d+)\.index$")
+KEEP_DIR = "keep"
+_ITERATIONS = "/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
 # How TensorFlow's checkpoint reader words a damaged file (it reports most as UNKNOWN errors).
 _CORRUPT = ("checksum does not match", "too short to be an sstable", "not an sstable", "corrupt",
             "data loss", "truncated", "failed to find any matching files", "unable to open table file",
@@ -73,6 +75,25 @@ def reader_for(manager, workdir):
     # Never saves through, so never deletes: max_to_keep=None.
     return tf.train.CheckpointManager(manager.checkpoint, io.join(workdir, "checkpoints"),
                                       max_to_keep=None)
+
+
+def kept_prefix(directory, step):
+    """Where the checkpoint of update `step` in `checkpoint.keep_steps` goes: a folder of its
+    own under the run's checkpoints, which the manager neither lists nor rotates."""
+    return io.join(directory, KEEP_DIR, f"ckpt-{step}")
+
+
+def write_kept(checkpoint, directory, step):
+    """Writes `checkpoint` as the kept one of update `step`; returns its prefix."""
+    return checkpoint.write(kept_prefix(directory, step))
+
+
+def saved_step(reader):
+    """The optimizer update count a checkpoint holds (None when it holds no optimizer)."""
+    # Wrapping optimizers (loss scaling) nest the inner one's counter: take the outermost.
+    keys = sorted((k for k in reader.get_variable_to_shape_map()
+                   if k.startswith("optimizer/") and k.endswith(_ITERATIONS)), key=len)
+    return int(reader.get_tensor(keys[0])) if keys else None
 
 
 def is_corruption(error):
