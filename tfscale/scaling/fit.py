@@ -14,6 +14,7 @@ import re
 from absl import logging
 import numpy as np
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 from tfscale.errors import ConfigError
 from tfscale.scaling import laws as laws_lib
@@ -131,7 +132,15 @@ def fit(rows, law=None, inits=None, bootstrap=0, seed=0, derived=None, restarts=
     starts from the `restarts` best distinct optima of the full fit. derived: optional function
     params -> {name: float or list} whose bootstrap intervals are reported too.
     Returns {"law", "formula", "params", "objective", "n_points", "r2", "rmse", "ci", "samples"}.
+
+    BLAS runs on one thread: the arrays are a few hundred points, too small to share out, and
+    OpenBLAS threads that spin for busy cores made a fit 3x slower on a loaded machine.
     """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(rows, law, inits, bootstrap, seed, derived, restarts)
+
+
+def _fit(rows, law, inits, bootstrap, seed, derived, restarts):
     law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
     reason = undetermined(rows, law)
     if reason:
