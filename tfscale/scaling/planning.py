@@ -129,3 +129,24 @@ def isoflop_minima(rows):
         a, log_k = np.polyfit(np.log([m["flops"] for m in inner]), np.log([m["num_params"] for m in inner]), 1)
         out["n_opt_exponent"], out["n_opt_coefficient"] = float(a), float(math.exp(log_k))
     return out
+
+
+def range_check(n_opt, swept):
+    """Where N_opt lies against the swept sizes' N: a law fitted on those sizes says little
+    beyond them. Returns {"in_swept_range", "side" (None, "below", "above"), "swept_range", "sentence"}."""
+    lo, hi = float(min(swept)), float(max(swept))
+    side = "below" if n_opt < lo else "above" if n_opt > hi else None
+    where = f"the swept sizes (N = {lo:.3g} – {hi:.3g})"
+    sentence = (f"N_opt = {n_opt:.3g} lies inside {where}." if side is None else
+                f"N_opt = {n_opt:.3g} lies {side} {where}: the plan extrapolates the law beyond its data.")
+    return {"in_swept_range": side is None, "side": side, "swept_range": [lo, hi], "sentence": sentence}
+
+
+def next_beyond(side, sizes, swept):
+    """The label of `sizes` ({label: N}) nearest the range of `swept` (Ns) on `side`, or None."""
+    lo, hi = min(swept), max(swept)
+    if side == "above":
+        outside = [(n, label) for label, n in sizes.items() if n > hi]
+        return min(outside)[1] if outside else None
+    outside = [(n, label) for label, n in sizes.items() if n < lo]
+    return max(outside)[1] if outside else None
