@@ -177,26 +177,23 @@ def test_evaluate_on_a_damaged_export_is_one_error_line_and_changes_nothing(runs
     assert _snapshot(workdir) == before
 
 
-def _lm_loss(serve, x, y):
-    from tfscale import evaluation  # pylint: disable=import-outside-toplevel
-    return evaluation.language_model_report(serve, x, y)["loss"]
-
-
 def test_lm_tflite_is_measured_on_the_runs_own_evenly_spaced_examples(runs):
+    from tfscale import data, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+    from tfscale.compress import tflite  # pylint: disable=import-outside-toplevel
     proc, workdir, _ = runs["lm"]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(os.path.join(workdir, "summary.json")) as f:
-        run_loss = json.load(f)["eval_loss"]  # Keras, on 48 evenly spaced windows
     with open(os.path.join(workdir, "compression.json")) as f:
         record = json.load(f)["variants"][0]
     assert record["variant"] == "float32" and record["eval_examples"] == 48
-    assert record["eval_loss"] == pytest.approx(run_loss, abs=1e-4)
-    # The first 48 windows (one file's start) give a loss far from it: the check can fail.
-    from tfscale import data, evaluation, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
     held_out = data.load(workdir_lib.load_config(workdir).data, 32).eval
-    serve = evaluation.load_serving(os.path.join(workdir, "export", "saved_model"))
-    assert abs(_lm_loss(serve, held_out[0][:48], held_out[1][:48]) - run_loss) > 0.01
-    assert _lm_loss(serve, *data.evenly_spaced(held_out, 48)) == pytest.approx(run_loss, abs=1e-4)
+    model = tflite.TFLiteModel(record["path"])
+    chosen = model.evaluate(*data.evenly_spaced(held_out, 48), 16)
+    prefix = model.evaluate(held_out[0][:48], held_out[1][:48], 16)
+    assert record["eval_loss"] == pytest.approx(chosen["loss"], abs=1e-9)
+    assert record["accuracy"] == chosen["accuracy"]
+    assert abs(prefix["loss"] - chosen["loss"]) > 1e-5  # the file's first windows would tell
+    with open(os.path.join(workdir, "summary.json")) as f:  # Keras, on the same 48 windows
+        assert record["eval_loss"] == pytest.approx(json.load(f)["eval_loss"], abs=1e-4)
 
 
 def test_evaluate_on_a_language_model_reports_its_next_byte_figures(runs):
