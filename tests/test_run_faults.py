@@ -247,3 +247,19 @@ def test_weights_that_overflowed_are_never_checkpointed(tmp_path):
         kernel.assign(tf.fill(kernel.shape, float("inf")))
         saver._save(2)  # pylint: disable=protected-access
         assert checkpoint_steps(str(tmp_path)) == [1]
+
+
+def test_a_run_started_before_a_config_key_existed_still_resumes(tmp_path):
+    from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+    from tfscale import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+
+    config = tiny_config()
+    saved = json.loads(config.to_json())
+    del saved["schedule"]["cooldown_steps"]  # as written by a version without the key
+    os.makedirs(tmp_path / "run")
+    with open(tmp_path / "run" / "config.json", "w") as f:
+        json.dump(saved, f)
+    workdir_lib.check(str(tmp_path / "run"), config)  # the default: the same run
+    changed = tiny_config(schedule__name="wsd", schedule__cooldown_steps=5)
+    with pytest.raises(Exception, match="different config"):
+        workdir_lib.check(str(tmp_path / "run"), changed)

@@ -44,7 +44,10 @@ def check(workdir, config):
         _check_local(workdir)
     saved_path = io.join(workdir, CONFIG_FILE)
     if io.exists(saved_path):
-        saved, new = _flat(read_config_json(workdir)), _flat(config_dict(config))
+        from tfscale.config import defaults  # pylint: disable=import-outside-toplevel
+        # A key added to tfscale after the run started was, for that run, its default.
+        saved = {**_flat(config_dict(defaults())), **_flat(read_config_json(workdir))}
+        new = _flat(config_dict(config))
         differ = sorted(k for k in set(saved) | set(new)
                         if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE))
         if differ:
