@@ -1,4 +1,8 @@
-"""The one progress line of a sweep, weighted by planned FLOPs, with an ETA, and its Keras callback."""
+"""The one progress line of a sweep, weighted by planned FLOPs, with an ETA, and its Keras callback.
+
+A pool's workers report their fractions to the parent, which keeps the only line (`update_pool`),
+so concurrent runs never interleave their output on the terminal.
+"""
 import math
 import sys
 import time
@@ -16,6 +20,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.last_print = 0.0
+        self._width = 0  # of the last line on a terminal, to blank a longer one
 
     def line(self, run, fraction):
         done = self.done + run.cost * fraction
@@ -27,12 +32,41 @@ class Progress:
                 f"{100 * fraction:3.0f}%  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
 
     def update(self, run, fraction, force=False):
+        if self._due(force):
+            self._write(self.line(run, fraction))
+
+    def pool_line(self, active):
+        """The line with several runs under way: `active` is [(run, fraction), ...]."""
+        done = self.done + sum(r.cost * f for r, f in active)
+        elapsed = time.time() - self.t0
+        share = done / self.total
+        eta = elapsed * (1 - share) / share if share > 0 else float("nan")
+        bar = "#" * int(30 * share) + "." * (30 - int(30 * share))
+        running = ", ".join(f"{r.name} {100 * f:.0f}%" for r, f in active) or "-"
+        return (f"sweep [{bar}] {100 * share:5.1f}%  {self.index}/{self.count} done, running {running}  "
+                f"elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
+
+    def update_pool(self, active, force=False):
+        if self._due(force):
+            self._write(self.pool_line(active))
+
+    def finish_pool_run(self, run, active):
+        """A pool run ended (ok or failed): count it, and print the line at once."""
+        self.index += 1
+        self.done += run.cost
+        self._write(self.pool_line(active))
+
+    def _due(self, force):
         now = time.time()
         if not force and now - self.last_print < (1.0 if self.tty else 30.0):
-            return
+            return False
         self.last_print = now
-        text = self.line(run, fraction)
-        self.stream.write(("\r" + text) if self.tty else text + "\n")
+        return True
+
+    def _write(self, text):
+        pad = " " * max(0, self._width - len(text)) if self.tty else ""
+        self._width = len(text)
+        self.stream.write(("\r" + text + pad) if self.tty else text + "\n")
         self.stream.flush()
 
     def finish_run(self, run):
@@ -42,7 +76,6 @@ class Progress:
         self.done += run.cost
 
 
-
 def _clock(seconds):
     if not math.isfinite(seconds):
         return "--:--"
@@ -50,8 +83,7 @@ def _clock(seconds):
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
-
-def _progress_callback(progress, run):
+def progress_callback(progress, run):
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
 
     class _Callback(keras.callbacks.Callback):

@@ -1,44 +1,41 @@
-"""Scaling sweeps: plan the runs, run them one after another, resumable and shardable.
+"""Scaling sweeps: plan the runs, run them (one after another, or a local pool at once), resumable
+and shardable.
 
-A sweep is a training config with a `sweep` section (see `sweep_defaults`): model sizes x data
-budgets (`num_tokens`), or compute budgets with several sizes each (`compute_budgets`, isoFLOP
-profiles), optionally crossed with a search over any other config keys (grid or random), whose
-best run per (size, budget) a fit keeps. Every run is a normal training run in its own workdir
-(`DIR/runs/NAME`) with its schedule fitted to its own length: warmup a fixed fraction of its
-updates, cosine to its own last update. Each finished or failed run appends one row to
-`DIR/results.jsonl` (`results.append`: atomic, safe for several shards sharing the folder).
+A sweep is a training config with a `sweep` section (`sweep_spec.sweep_defaults`): model sizes x
+data budgets (`num_tokens`), or compute budgets with several sizes each (`compute_budgets`,
+isoFLOP profiles), optionally crossed with a search over any other config keys (grid or random),
+whose best run per (size, budget) a fit keeps (`sweep_plan`). Every run is a normal training run
+in its own workdir (`DIR/runs/NAME`) with its schedule fitted to its own length: warmup a fixed
+fraction of its updates, cosine to its own last update. Each finished or failed run writes its
+row to `DIR/results/NAME.json`, and `DIR/results.jsonl` is assembled from those (`sweep_results`:
+no appends or locks, so shards may share a `gs://` bucket).
 
-Re-running the same command skips runs whose last row says `ok`, resumes an interrupted run
-from its checkpoints and retries failed ones. `shard_index/num_shards` split the planned runs
-round-robin, so shards on machines that share DIR together run each exactly once.
+Re-running the same command skips runs whose row says `ok`, resumes an interrupted run from its
+checkpoints and retries failed ones. `shard_index/num_shards` split the planned runs
+round-robin, so shards on machines that share DIR together run each exactly once; within a
+shard, `sweep.workers` runs several at once (`sweep_pool`).
 """
 import time
 
 from absl import logging
 
 from tfscale import io, lock as lock_lib
+from tfscale.errors import ConfigError
 from tfscale.scaling import results as results_lib
-from tfscale.scaling.progress import Progress, _progress_callback
+from tfscale.scaling import sweep_results
+from tfscale.scaling.progress import Progress, progress_callback
 from tfscale.scaling.sweep_plan import PlannedRun, plan, shard, size_costs
+from tfscale.scaling.sweep_results import RESULTS_FILE, finished
 from tfscale.scaling.sweep_spec import (apply_overrides, length_overrides, parse_search, parse_size,
                                         search_settings, strip_sections, sweep_defaults)
 
-__all__ = ["PlannedRun", "Progress", "apply_overrides", "finished", "length_overrides", "parse_search",
-           "parse_size", "plan", "row_for", "run_sweep", "search_settings", "shard", "size_costs",
-           "strip_sections", "sweep_defaults"]
+__all__ = ["PlannedRun", "Progress", "RESULTS_FILE", "apply_overrides", "failed_row", "finished",
+           "length_overrides", "parse_search", "parse_size", "plan", "row_for", "run_one", "run_sweep",
+           "search_settings", "shard", "size_costs", "strip_sections", "sweep_defaults"]
 
-RESULTS_FILE = "results.jsonl"
-
-
-def finished(results_path):
-    """Names whose last row is `ok`."""
-    if not io.exists(results_path):
-        return set()
-    latest = {}
-    for row in results_lib.read(results_path):
-        latest[row.get("name")] = row.get("status")
-    return {name for name, status in latest.items() if status == "ok"}
-
+# How long a run waits for its workdir to be free: the workers of a pool that was just killed
+# may still be saving their checkpoints (`launch.ORPHAN_GRACE_SECONDS` at the most).
+RUN_LOCK_WAIT_SECONDS = 150
 
 
 def row_for(run, summary, config):
@@ -58,58 +55,100 @@ def row_for(run, summary, config):
     }
 
 
-
-def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
-    """Runs this shard's share of the sweep into `workdir`; returns {"ran", "skipped", "failed"}.
-
-    train_fn(config, workdir, callbacks) -> summary (default `tfscale.run.train`); a failing
-    run is recorded as `failed` with its error and the sweep goes on. SIGTERM (preemption)
-    stops the sweep: the run saves a checkpoint and the next invocation resumes it.
-    """
-    from tfscale import run as run_lib  # pylint: disable=import-outside-toplevel
-
-    train_fn = train_fn or run_lib.train
-    runs = shard(plan(config), shard_index, num_shards)
-    # One process per shard: a second copy of the same shard would run and record runs twice.
-    with lock_lib.WorkdirLock(workdir, name=f"sweep-shard{shard_index}of{num_shards}"):
-        return _run_shard(config, workdir, runs, train_fn)
+def failed_row(run, error, wall_seconds, **extra):
+    """The results row of a run that failed with `error` (one line)."""
+    return {"name": run.name, "group": run.group, "size": run.size, "status": "failed", "error": error,
+            "overrides": {k: v for k, v in run.overrides}, "wall_seconds": wall_seconds, **extra}
 
 
+def _lock_run_dir(run_dir):
+    deadline = time.time() + RUN_LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return lock_lib.WorkdirLock(run_dir).acquire()
+        except ConfigError:
+            if time.time() > deadline:
+                raise
+            logging.log_first_n(logging.INFO, "sweep: %s is in use; waiting for it", 1, run_dir)
+            time.sleep(1.0)
 
-def _run_shard(config, workdir, runs, train_fn):
+
+def run_one(config, workdir, run, train_fn, callbacks=()):
+    """Trains one planned run into DIR/runs/NAME and records its row (ok, or failed with its
+    error: a failed run must not stop the sweep); returns the row. `callbacks.Preempted`
+    propagates with nothing recorded: the next invocation resumes the run."""
     from tfscale import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
 
-    results_path = io.join(workdir, RESULTS_FILE)
-    done = finished(results_path)
-    todo = [r for r in runs if r.name not in done]
-    logging.info("sweep: %d runs in this shard, %d finished before, %d to run", len(runs),
-                 len(runs) - len(todo), len(todo))
-    progress = Progress(todo)
-    failed = []
+    run_config = strip_sections(apply_overrides(config, run.overrides))
+    run_dir = io.join(workdir, "runs", run.name)
+    t0 = time.time()
+    try:
+        lock = _lock_run_dir(run_dir)
+        try:
+            summary = train_fn(run_config, run_dir, tuple(callbacks))
+        finally:
+            lock.release()
+        row = row_for(run, summary, run_config)
+    except callbacks_lib.Preempted:
+        raise
+    except Exception as e:  # pylint: disable=broad-except  (recorded; the sweep goes on)
+        logging.exception("sweep run %s failed", run.name)
+        message = str(e).strip().splitlines()
+        row = failed_row(run, f"{type(e).__name__}: {message[0] if message else ''}", time.time() - t0)
+    finally:
+        keras.backend.clear_session()
+    sweep_results.write_row(workdir, row)
+    if row["status"] == "ok":
+        logging.info("sweep %s: N %d, D %.3g, C %.3g, loss %.4f (%.0f s)", run.name, row["num_params"],
+                     row["num_tokens"], row["flops"], row["loss"], time.time() - t0)
+    return row
+
+
+def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
+    """Runs this shard's share of the sweep into `workdir`; returns {"ran", "skipped", "failed",
+    "results"}.
+
+    train_fn(config, workdir, callbacks) -> summary (default `tfscale.run.train`; with a pool,
+    a module-level function the workers can import). SIGTERM (preemption) or Ctrl-C stops the
+    sweep: running runs save a checkpoint and the next invocation resumes them.
+    """
+    from tfscale.scaling import sweep_pool  # pylint: disable=import-outside-toplevel
+
+    workers = sweep_pool.resolve(config)  # first: on a GPU host this process leaves the GPUs to its workers
+    planned = plan(config)
+    runs = shard(planned, shard_index, num_shards)
+    names = [r.name for r in planned]
+    # One process per shard: a second copy of the same shard would run and record runs twice.
+    with lock_lib.WorkdirLock(workdir, name=f"sweep-shard{shard_index}of{num_shards}"):
+        done = finished(workdir)
+        todo = [r for r in runs if r.name not in done]
+        logging.info("sweep: %d runs in this shard, %d finished before, %d to run%s", len(runs),
+                     len(runs) - len(todo), len(todo),
+                     f" on {workers.count} workers" if workers.count > 1 and todo else "")
+        progress = Progress(todo)
+        try:
+            if workers.count > 1 and todo:
+                ran, failed = sweep_pool.Pool(config, workdir, todo, train_fn, workers, progress,
+                                              lambda row: sweep_results.assemble(workdir, names)).run()
+            else:
+                ran, failed = _run_here(config, workdir, todo, train_fn, progress, names)
+        finally:
+            path = sweep_results.assemble(workdir, names)
+    return {"ran": ran, "skipped": len(runs) - len(todo), "failed": failed, "results": path}
+
+
+def _run_here(config, workdir, todo, train_fn, progress, names):
+    """One run after another in this process."""
+    from tfscale import run as run_lib  # pylint: disable=import-outside-toplevel
+
+    ran, failed = [], []
     for run in todo:
         progress.index += 1
-        run_config = strip_sections(apply_overrides(config, run.overrides))
-        run_dir = io.join(workdir, "runs", run.name)
-        t0 = time.time()
-        try:
-            summary = train_fn(run_config, run_dir, (_progress_callback(progress, run),))
-            row = row_for(run, summary, run_config)
-        except callbacks_lib.Preempted:
-            raise
-        except Exception as e:  # pylint: disable=broad-except  (a failed run must not stop the sweep)
-            logging.exception("sweep run %s failed", run.name)
-            message = str(e).strip().splitlines()
-            row = {"name": run.name, "group": run.group, "size": run.size, "status": "failed",
-                   "error": f"{type(e).__name__}: {message[0] if message else ''}",
-                   "overrides": {k: v for k, v in run.overrides}, "wall_seconds": time.time() - t0}
+        row = run_one(config, workdir, run, train_fn or run_lib.train, (progress_callback(progress, run),))
+        ran.append(run.name)
+        if row["status"] != "ok":
             failed.append(run.name)
-        finally:
-            keras.backend.clear_session()
-        results_lib.append(results_path, row)
+        sweep_results.assemble(workdir, names)
         progress.finish_run(run)
-        if row["status"] == "ok":
-            logging.info("sweep %s: N %d, D %.3g, C %.3g, loss %.4f (%.0f s)", run.name, row["num_params"],
-                         row["num_tokens"], row["flops"], row["loss"], time.time() - t0)
-    return {"ran": [r.name for r in todo], "skipped": len(runs) - len(todo), "failed": failed,
-            "results": results_path}
+    return ran, failed

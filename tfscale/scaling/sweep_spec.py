@@ -24,6 +24,10 @@ def sweep_defaults():
     s.search_samples = 4  # random mode: settings tried per (size, budget)
     s.warmup_fraction = 0.05  # warmup updates as a fraction of each run's own length
     s.seed = 0  # random search draws
+    # Runs at a time, each in its own process: 1 = one after another in this process; 0 = auto
+    # (CPU: cores // threads_per_worker; GPU host: one per GPU; TPU: 1).
+    s.workers = 1
+    s.threads_per_worker = 0  # CPU threads of each pool worker; 0 = cores // workers (1 with workers=0)
     return s
 
 

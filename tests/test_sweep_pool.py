@@ -1,0 +1,160 @@
+"""Per-run result files (shards, old folders, tf.io.gfile filesystems) and the local process pool:
+crashes recorded as failed, SIGTERM forwarded, a killed pool resumed with every run exactly once."""
+import fcntl
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from experiments.configs import scaling_lm
+from tfscale import io
+from tfscale.scaling import results, sweep, sweep_pool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_sweep(**sweep_keys):
+    c = scaling_lm.get_config("tiny")
+    c.unlock()
+    for key, value in sweep_keys.items():
+        c.sweep[key] = value
+    return c.lock()
+
+
+def fake_train(config, workdir, callbacks):  # pylint: disable=unused-argument
+    """A deterministic summary without training: what rows are made of."""
+    d = config.model.d_model
+    examples = config.train.num_steps * config.train.batch_size
+    return {"examples_seen": examples, "num_tokens": float(examples * config.model.seq_len),
+            "flops_per_example": 1000.0 * d, "num_params": 100 * d, "non_embedding_params": 90 * d,
+            "eval_loss": 10.0 / d, "steps": config.train.num_steps, "wall_seconds": 1.0}
+
+
+def crashing_train(config, workdir, callbacks):
+    """Size b dies outright (as a segfault or the OOM killer would), size c raises."""
+    size = os.path.basename(workdir).split("_")[0]
+    if size == "b":
+        print("about to crash: size b", file=sys.stderr, flush=True)
+        os._exit(3)  # pylint: disable=protected-access
+    if size == "c":
+        raise RuntimeError("boom\nsecond line")
+    return fake_train(config, workdir, callbacks)
+
+
+def test_per_run_files_assemble_the_same_results_on_1_and_3_shards(tmp_path):
+    config = tiny_sweep()
+    one, three = str(tmp_path / "one"), str(tmp_path / "three")
+    sweep.run_sweep(config, one, train_fn=fake_train)
+    for index in (2, 0, 1):  # any order of shards, as on machines sharing a folder
+        out = sweep.run_sweep(config, three, index, 3, train_fn=fake_train)
+    planned = [r.name for r in sweep.plan(config)]
+    assert len(os.listdir(os.path.join(three, "results"))) == len(planned) == 8
+    text = (tmp_path / "one" / "results.jsonl").read_text()
+    assert (tmp_path / "three" / "results.jsonl").read_text() == text
+    assert [r["name"] for r in results.read(out["results"])] == planned
+    assert io.read_json(os.path.join(three, "results", f"{planned[0]}.json")) == json.loads(text.splitlines()[0])
+
+
+def test_a_sweep_with_only_an_old_results_jsonl_is_read_and_kept(tmp_path):
+    config = tiny_sweep(sizes=scaling_lm.get_config("tiny").sweep.sizes[:1])
+    first, second = [r.name for r in sweep.plan(config)]
+    with open(tmp_path / "results.jsonl", "w") as f:
+        f.write(json.dumps({"name": first, "status": "failed", "error": "x"}) + "\n")
+        f.write(json.dumps({"name": first, "status": "ok", "loss": 9.0, "legacy": True}) + "\n")
+        f.write(json.dumps({"name": "elsewhere", "status": "ok", "loss": 1.0}) + "\n")
+    out = sweep.run_sweep(config, str(tmp_path), train_fn=fake_train)
+    assert out["ran"] == [second] and out["skipped"] == 1
+    rows = results.read(out["results"])
+    assert [r["name"] for r in rows] == [first, second, "elsewhere"] and rows[0]["legacy"]
+
+
+def test_results_files_work_on_an_in_memory_gfile_filesystem():
+    workdir = f"ram://sweep-{uuid.uuid4().hex}"
+    config = tiny_sweep(sizes=scaling_lm.get_config("tiny").sweep.sizes[:2])
+    out = sweep.run_sweep(config, workdir, train_fn=fake_train)
+    names = [r.name for r in sweep.plan(config)]
+    with io.gfile.GFile(out["results"]) as f:
+        assert [json.loads(line)["name"] for line in f.read().splitlines()] == names
+    assert all(io.exists(io.join(workdir, "results", f"{n}.json")) for n in names)
+    assert sweep.run_sweep(config, workdir, train_fn=fake_train)["skipped"] == 4
+
+
+def test_auto_workers_fit_the_cores_and_one_means_no_pool():
+    cores = sweep_pool.cores()
+    assert sweep_pool.resolve(tiny_sweep()) == sweep_pool.Workers(1)
+    auto = sweep_pool.resolve(tiny_sweep(workers=0))
+    assert auto == (sweep_pool.Workers(cores, 1) if cores > 1 else sweep_pool.Workers(1))
+    assert sweep_pool.resolve(tiny_sweep(workers=2, threads_per_worker=0)).threads == max(1, cores // 2)
+    env = sweep_pool.worker_env(sweep_pool.Workers(2, 3), 0, False)
+    assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "3" and env["TFSCALE_LAUNCHER_PID"]
+    assert sweep_pool.worker_env(sweep_pool.Workers(2, 0, ("0", "1")), 1, False)["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_pool_records_a_crashing_worker_as_failed_and_retries_it(tmp_path):
+    config = tiny_sweep(sizes=scaling_lm.get_config("tiny").sweep.sizes[:3], num_tokens=(4096,), workers=2)
+    out = sweep.run_sweep(config, str(tmp_path), train_fn=crashing_train)
+    rows = {r["name"]: r for r in results.read(out["results"])}
+    assert [r["name"] for r in results.read(out["results"])] == [r.name for r in sweep.plan(config)]
+    crashed, raised, ok = rows["b_T4.1e3"], rows["c_T4.1e3"], rows["a_T4.1e3"]
+    assert crashed["status"] == "failed" and crashed["exit_code"] == 3
+    assert crashed["error"] == "worker exited with code 3: about to crash: size b"
+    assert raised["status"] == "failed" and raised["error"] == "RuntimeError: boom"
+    assert ok["status"] == "ok" and sorted(out["failed"]) == ["b_T4.1e3", "c_T4.1e3"]
+    again = sweep.run_sweep(config, str(tmp_path), train_fn=fake_train)
+    assert sorted(again["ran"]) == ["b_T4.1e3", "c_T4.1e3"] and again["skipped"] == 1 and not again["failed"]
+    assert {r["status"] for r in results.read(out["results"])} == {"ok"}
+
+
+def _locked(path):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _wait(condition, seconds, what):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_pool_forwards_sigterm_and_a_killed_pool_resumes_every_run_exactly_once(tmp_path):
+    args = [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/scaling_lm.py:tiny",
+            f"--workdir={tmp_path}", "--config.sweep.workers=2",
+            "--config.sweep.sizes=('a: num_layers=1,d_model=8,num_heads=2,d_ff=32', "
+            "'b: num_layers=1,d_model=16,num_heads=2,d_ff=64')",
+            "--config.sweep.num_tokens=(8192, 65536)", "--config.checkpoint.every_steps=8"]
+    checkpoints = lambda: glob.glob(str(tmp_path / "runs" / "*_T6.55e4" / "checkpoints" / "checkpoint"))  # noqa
+    locks = lambda: [p for p in glob.glob(str(tmp_path / "runs" / "*" / ".lock")) if _locked(p)]  # noqa
+    with open(tmp_path / "log1.txt", "w") as log:  # SIGTERM once a large run has a checkpoint
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        _wait(lambda: checkpoints() or proc.poll() is not None, 300, "a checkpoint")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143, (tmp_path / "log1.txt").read_text()[-3000:]
+    assert not locks()  # the parent waited for its workers
+    assert "preempted (SIGTERM)" in (tmp_path / "log1.txt").read_text()
+    logs = "".join(open(p).read() for p in glob.glob(str(tmp_path / "logs" / "*.log")))
+    assert "checkpoint saved" in logs
+    with open(tmp_path / "log2.txt", "w") as log:  # SIGKILL, once the workers are training again
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        _wait(lambda: "resumed from" in "".join(open(p).read() for p in glob.glob(str(tmp_path / "logs" / "*.log")))
+              or proc.poll() is not None, 300, "a resumed run")
+        proc.kill()
+        proc.wait(timeout=60)
+    _wait(lambda: not locks(), 150, "the orphaned workers to stop")
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = results.read(str(tmp_path / "results.jsonl"))
+    planned = {"a_T8.19e3": 64, "b_T8.19e3": 64, "a_T6.55e4": 512, "b_T6.55e4": 512}
+    assert sorted(r["name"] for r in rows) == sorted(planned)  # each run exactly once
+    assert all(r["status"] == "ok" and r["steps"] == planned[r["name"]] for r in rows)
+    assert "launcher (pid" in "".join(open(p).read() for p in glob.glob(str(tmp_path / "logs" / "*.log")))

@@ -1,0 +1,286 @@
+"""A local pool: several sweep runs at once, each in a process of its own (`sweep_worker`).
+
+Small models use a few cores badly, so on a CPU host N single-threaded runs side by side get
+more done than one run on N threads; on a GPU host each worker gets one GPU. Separate processes,
+because TensorFlow's thread pools and devices are fixed per process, and because a run that
+crashes (a segfault, the OOM killer) then takes only itself down: it is recorded as `failed`
+with its exit and its last log line, and the pool goes on.
+
+The parent starts the cheapest pending run whenever a worker is free, keeps the only progress
+line (workers send their fractions over a pipe; their output goes to DIR/logs/NAME.log), and
+forwards SIGTERM and Ctrl-C to the workers, which save a checkpoint and exit 143/130; then it
+exits the same way and a re-run resumes. A parent killed outright cannot forward anything: the
+workers watch it (`launch.watch_launcher`) and stop themselves the same way.
+"""
+import collections
+import dataclasses
+import os
+import pickle
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from absl import logging
+
+from tfscale import callbacks, io, launch
+from tfscale.errors import ConfigError
+from tfscale.scaling import sweep_results
+from tfscale.scaling.sweep_worker import PROGRESS_FD
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+STOP_GRACE_SECONDS = launch.ORPHAN_GRACE_SECONDS  # after an error in the parent: SIGTERM, then SIGKILL
+
+
+@dataclasses.dataclass(frozen=True)
+class Workers:
+    count: int  # 1: no pool, runs one after another in this process
+    threads: int = 0  # CPU threads per worker; 0 leaves TensorFlow's default
+    devices: tuple = ()  # CUDA_VISIBLE_DEVICES of each worker slot on a GPU host
+
+
+def cores():
+    """CPU cores this process may use (its affinity mask, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _tpu_host(config):
+    return config.distribute.strategy == "tpu" or os.path.exists("/dev/accel0") or bool(os.environ.get("TPU_NAME"))
+
+
+def resolve(config):
+    """`sweep.workers` and `sweep.threads_per_worker` for this machine, as `Workers`.
+
+    Call before TensorFlow touches a GPU: on a GPU host the parent hides its GPUs from itself,
+    so that the workers get all their memory.
+    """
+    s = config.sweep
+    count, threads = int(s.get("workers", 1)), int(s.get("threads_per_worker", 0))
+    if count < 0 or threads < 0:
+        raise ConfigError(f"sweep.workers and sweep.threads_per_worker must be >= 0, got {count}, {threads}")
+    if count == 1:
+        return Workers(1)
+    if _tpu_host(config):  # one process holds the TPU
+        if count > 1:
+            raise ConfigError("sweep.workers > 1 needs CPUs or GPUs: on a TPU host one process holds the TPU")
+        return Workers(1)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        count = count or len(gpus)
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:
+            logging.warning("sweep: TensorFlow already uses the GPUs in this process; workers may run short of memory")
+        return Workers(count, threads, tuple(str(i % len(gpus)) for i in range(count)))
+    threads = threads or (1 if count == 0 else max(1, cores() // count))
+    count = count or max(1, cores() // threads)
+    return Workers(count, threads) if count > 1 else Workers(1)
+
+
+def worker_env(workers, slot, sharing_gpu):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{launch.LAUNCHER_PID: str(os.getpid())})
+    if workers.threads:
+        env.update({k: str(workers.threads) for k in THREAD_VARIABLES})
+    if workers.devices:
+        env["CUDA_VISIBLE_DEVICES"] = workers.devices[slot]
+        if sharing_gpu:  # several workers per GPU: none may take all its memory
+            env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    return env
+
+
+class Stopped(callbacks.Preempted):
+    """SIGTERM or Ctrl-C stopped the pool after its workers saved checkpoints; re-run to resume."""
+
+    def __init__(self, signum, names):  # pylint: disable=super-init-not-called
+        what = "preempted (SIGTERM)" if signum == signal.SIGTERM else f"interrupted ({signal.Signals(signum).name})"
+        Exception.__init__(self, f"sweep {what}: {len(names)} runs under way saved checkpoints "
+                         f"({', '.join(names) or 'none'}); re-run the same command to resume")
+        self.step, self.checkpoint_path, self.exit_code = None, None, 128 + signum  # 143 or 130
+
+
+class _Worker:
+    """One run in its own process, with the read end of its progress pipe."""
+
+    def __init__(self, run, slot, proc, fd, log_path, log_start):
+        self.run, self.slot, self.proc, self.fd, self.log_path = run, slot, proc, fd, log_path
+        self.log_start = log_start  # this attempt's part of the log
+        self.fraction, self.pending, self.t0 = 0.0, b"", time.time()
+
+    def read(self):
+        """Takes in what the worker reported; False at the end of the pipe."""
+        data = os.read(self.fd, 4096)
+        lines = (self.pending + data).split(b"\n")
+        self.pending = lines.pop()
+        for line in lines:
+            try:
+                self.fraction = min(1.0, max(0.0, float(line)))
+            except ValueError:
+                pass
+        return bool(data)
+
+    def signal(self, signum):
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+
+_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages|--- \d{4}-)")  # info lines, our headers
+
+
+def last_line(path, start=0, limit=300):
+    """The last line a worker wrote after `start` that is not an info line: usually its error."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(start, os.path.getsize(path) - 16384))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    lines = [l.strip() for l in lines if l.strip() and not _NOISE.match(l.strip())]
+    return lines[-1][:limit] if lines else ""
+
+
+class Pool:
+    """Runs `todo` (cheapest first) on `workers`; `run()` returns (ran, failed) names."""
+
+    def __init__(self, config, workdir, todo, train_fn, workers, progress, on_result):
+        self.config, self.workdir, self.workers = config, workdir, workers
+        self.pending = collections.deque(todo)
+        self.progress, self.on_result = progress, on_result
+        self.free = list(range(workers.count))
+        self.active = {}  # fd -> _Worker
+        self.selector = selectors.DefaultSelector()
+        self.signum = 0
+        self.ran, self.failed, self.stopped = [], [], []
+        self.log_dir = (tempfile.mkdtemp(prefix="tfscale-sweep-logs-") if io.is_remote(workdir)
+                        else io.join(workdir, "logs"))
+        os.makedirs(self.log_dir, exist_ok=True)
+        custom = train_fn is not None and f"{train_fn.__module__}.{train_fn.__qualname__}" != "tfscale.run.train"
+        self.train_fn = train_fn if custom else None
+        self.cpu_peak = self._cpu_peak_share()
+
+    def _cpu_peak_share(self):
+        """The CPU's matmul peak measured once here, as each worker's share (it would otherwise
+        probe in every worker, with the others running)."""
+        if self.workers.devices:
+            return None
+        from tfscale import throughput  # pylint: disable=import-outside-toplevel
+        return throughput.cpu_matmul_peak() * min(1.0, (self.workers.threads or cores()) / cores())
+
+    def run(self):
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.pending or self.active:
+                while self.pending and self.free and not self.signum:
+                    self._start(self.pending.popleft())
+                for key, _ in self.selector.select(timeout=0.5):
+                    worker = self.active[key.fd]
+                    if not worker.read():
+                        self.selector.unregister(key.fd)
+                for worker in list(self.active.values()):
+                    if worker.proc.poll() is not None:
+                        self._finish(worker)
+                self.progress.update_pool(self._fractions())
+        except BaseException:
+            self._stop_all()
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if self.signum:
+            raise Stopped(self.signum, self.stopped)
+        return self.ran, self.failed
+
+    def _forward(self, signum, frame):  # pylint: disable=unused-argument
+        if not self.signum:
+            logging.warning("sweep: %s: stopping %d workers (each saves a checkpoint)",
+                            signal.Signals(signum).name, len(self.active))
+        self.signum = self.signum or signum
+        self.stopped = self.stopped or [w.run.name for w in self.active.values()]
+        for worker in self.active.values():
+            worker.signal(signum)
+
+    def _fractions(self):
+        return [(w.run, w.fraction) for w in sorted(self.active.values(), key=lambda w: w.slot)]
+
+    def _start(self, run):
+        slot = self.free.pop(0)
+        read_fd, write_fd = os.pipe()
+        log_path = os.path.join(self.log_dir, os.path.basename(sweep_results.row_path("", run.name))[:-5] + ".log")
+        spec = {"sys_path": list(sys.path), "threads": self.workers.threads, "cpu_peak": self.cpu_peak,
+                "payload": pickle.dumps({"config": self.config, "workdir": self.workdir, "run": run,
+                                         "train_fn": self.train_fn})}
+        env = worker_env(self.workers, slot, len(self.workers.devices) > len(set(self.workers.devices)))
+        env[PROGRESS_FD] = str(write_fd)
+        with open(log_path, "ab") as log:
+            log_start = log.tell()
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {run.name}\n".encode())
+            log.flush()
+            # A session of its own: Ctrl-C in the terminal reaches the parent, which forwards it once.
+            proc = subprocess.Popen([sys.executable, "-m", "tfscale.scaling.sweep_worker"], stdin=subprocess.PIPE,
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(write_fd,),
+                                    start_new_session=True)
+        os.close(write_fd)
+        try:
+            proc.stdin.write(pickle.dumps(spec))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once; _finish records how
+        worker = _Worker(run, slot, proc, read_fd, log_path, log_start)
+        self.active[read_fd] = worker
+        self.selector.register(read_fd, selectors.EVENT_READ)
+        logging.info("sweep: %s started in worker %d (pid %d, log %s)", run.name, slot, proc.pid, log_path)
+
+    def _finish(self, worker):
+        del self.active[worker.fd]
+        if worker.fd in self.selector.get_map():
+            self.selector.unregister(worker.fd)
+        os.close(worker.fd)
+        self.free.append(worker.slot)
+        self.free.sort()
+        code = worker.proc.returncode
+        stopped_codes = (128 + self.signum, -self.signum)
+        if self.signum and code in stopped_codes:
+            logging.info("sweep: %s stopped (%s); a re-run resumes it", worker.run.name, launch.describe_exit(code))
+            return
+        row = self._row(worker, code)
+        self.ran.append(worker.run.name)
+        if row["status"] != "ok":
+            self.failed.append(worker.run.name)
+        self.on_result(row)
+        self.progress.finish_pool_run(worker.run, self._fractions())
+
+    def _row(self, worker, code):
+        from tfscale.scaling import sweep  # pylint: disable=import-outside-toplevel
+        if code == 0:
+            try:
+                return io.read_json(sweep_results.row_path(self.workdir, worker.run.name))
+            except Exception:  # pylint: disable=broad-except  (recorded as failed below)
+                pass
+        line = last_line(worker.log_path, worker.log_start)
+        error = f"worker {launch.describe_exit(code)}" + (f": {line}" if line else "")
+        logging.error("sweep run %s failed: %s (log %s)", worker.run.name, error, worker.log_path)
+        row = sweep.failed_row(worker.run, error, time.time() - worker.t0, exit_code=code, log=worker.log_path)
+        sweep_results.write_row(self.workdir, row)
+        return row
+
+    def _stop_all(self):
+        """The parent failed: stop the workers (they checkpoint), then end any that linger."""
+        for worker in self.active.values():
+            worker.signal(signal.SIGTERM)
+        deadline = time.time() + STOP_GRACE_SECONDS
+        for worker in self.active.values():
+            try:
+                worker.proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
