@@ -29,10 +29,12 @@ def test_parameter_and_flop_counts_match_hand_counts(tie):
     per_layer = 2 * 2 * d + (4 * d * d + 4 * d) + (d * f + f + f * d + d)  # 2 LNs, attention, MLP
     non_embedding = L * per_layer + 2 * d  # + final LayerNorm
     embedding = V * d + T * d + (0 if tie else d * V + V)
-    assert network.non_embedding_params == non_embedding
-    assert models.num_params(network) == non_embedding + embedding
-    assert network.training_flops_per_token == 6 * non_embedding + 6 * L * T * d
-    assert models.training_flops_per_example(network) == T * network.training_flops_per_token
+    card = models.describe(network, config.model)
+    assert card.non_embedding_params == non_embedding
+    assert card.total_params == models.num_params(network) == non_embedding + embedding
+    assert card.flops_per_token("non_embedding") == 6 * non_embedding + 6 * L * T * d  # Kaplan
+    assert card.flops_per_token() == 3 * (2 * non_embedding + 2 * d * V + 2 * 2 * L * T * d)  # + logits, QK^T and AV
+    assert models.training_flops_per_example(network) == T * card.flops_per_token()
 
 
 def test_pycode_is_the_stdlib_split_by_file_in_fixed_length_examples(tmp_path):

@@ -3,13 +3,14 @@
 A builder is `build(info, **knobs) -> keras.Model`, where `info` is the data set's `DataInfo`
 (input shape, number of classes, input scale) and the knobs are the rest of `config.model`.
 Models take raw inputs (their preprocessing is inside) and return float32 logits, whatever the
-precision policy, so losses and exports see float32.
+precision policy, so losses and exports see float32. `describe(network, model_config)` gives a
+built network's `ModelCard`: its parameter and FLOP counts in both conventions (`card.py`).
 """
 import inspect
 
 from tfscale.errors import ConfigError
 from tfscale.models import cnn, mlp, transformer_lm
-from tfscale.models.flops import training_flops_per_example
+from tfscale.models.card import CONVENTIONS, ModelCard, describe
 
 MODELS = {
     "mlp": mlp.build,
@@ -41,4 +42,10 @@ def num_params(model):
     return int(sum(v.shape.num_elements() for v in model.trainable_variables))
 
 
-__all__ = ["MODELS", "build", "check_knobs", "num_params", "training_flops_per_example"]
+def training_flops_per_example(model, model_config=None):
+    """Training FLOPs per example, all of them counted (convention "total", `card.py`)."""
+    return describe(model, model_config).flops_per_example
+
+
+__all__ = ["CONVENTIONS", "MODELS", "ModelCard", "build", "check_knobs", "describe", "num_params",
+           "training_flops_per_example"]

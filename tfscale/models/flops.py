@@ -1,4 +1,4 @@
-"""FLOP counts from a built model's layers, so every registry model reports the same way.
+"""FLOP counts from a built model's layers (mlp, cnn; the LM's are in `card.py`).
 
 Convention (Kaplan et al. 2020): a multiply-add is 2 FLOPs and training costs 3x the forward
 pass (forward + backward through activations and weights), i.e. ~6 FLOPs per parameter per
@@ -30,9 +30,6 @@ def forward_flops_per_example(model):
     return sum(layer_forward_flops(l) for l in model.layers)
 
 
-def training_flops_per_example(model):
-    """Training FLOPs per example: 3x forward (see module docstring), or the model's own count
-    per token times its tokens per example where it gives one (transformer_lm)."""
-    if hasattr(model, "training_flops_per_token"):
-        return model.training_flops_per_token * model.tokens_per_example
+def training_flops(model):
+    """Training FLOPs per example of a model made of the layers above: 3x forward."""
     return 3 * forward_flops_per_example(model)

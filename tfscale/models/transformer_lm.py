@@ -3,13 +3,7 @@
 Token embedding + learned positions, `num_layers` blocks of causal multi-head self-attention
 and a GELU MLP, each with a pre-LayerNorm residual, a final LayerNorm, and logits over the
 vocabulary (tied to the token embedding by default). Inputs are token ids [batch, seq_len];
-outputs float32 logits [batch, seq_len, vocab].
-
-Counting follows Kaplan et al. 2020 ("Scaling Laws for Neural Language Models", Table 1):
-N = non-embedding parameters (everything but token/position embeddings and an untied output
-matrix); training FLOPs per token = 6 N + 6 n_layer n_ctx d_model (forward 2N plus the
-attention-score term 2 n_layer n_ctx d_model, times 3 for forward + backward). The
-de-embedding matmul (2 d_model n_vocab forward) is left out, as Kaplan's total does.
+outputs float32 logits [batch, seq_len, vocab]. Its parameter and FLOP counts: `card.py`.
 """
 import tensorflow as tf
 import tf_keras as keras
@@ -82,10 +76,4 @@ def build(info, num_layers=2, d_model=128, num_heads=4, d_ff=512, seq_len=128, d
         logits = TiedLogits(embedding, name="logits")(x)
     else:
         logits = keras.layers.Dense(vocab, dtype="float32", name="logits")(x)
-    model = keras.Model(tokens, logits, name="transformer_lm")
-    embedding_params = (vocab + seq_len) * d_model + (0 if tie_embeddings else d_model * vocab + vocab)
-    non_embedding = sum(int(v.shape.num_elements()) for v in model.trainable_variables) - embedding_params
-    model.non_embedding_params = non_embedding
-    model.tokens_per_example = seq_len
-    model.training_flops_per_token = 6 * non_embedding + 6 * num_layers * seq_len * d_model
-    return model
+    return keras.Model(tokens, logits, name="transformer_lm")

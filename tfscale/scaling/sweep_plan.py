@@ -21,18 +21,19 @@ class PlannedRun:
 
 
 def size_costs(config, sizes):
-    """{label: (num_params, training FLOPs per example, tokens per example)} by building each size."""
+    """{label: (num_params, training FLOPs per example, tokens per example)} by building each size,
+    counted as `scaling.params` says (`models/card.py`; "total" without it)."""
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
     from tfscale import data, models  # pylint: disable=import-outside-toplevel
 
+    convention = config.scaling.get("params", "total") if "scaling" in config else "total"
     out = {}
     for label, overrides in sizes:
         c = apply_overrides(config, overrides)
         info = data.load(c.data, c.model.get("seq_len")).info
         network = models.build(c.model, info)
-        out[label] = (getattr(network, "non_embedding_params", models.num_params(network)),
-                      models.training_flops_per_example(network),
-                      getattr(network, "tokens_per_example", 1))
+        card = models.describe(network, c.model)
+        out[label] = (card.params(convention), card.flops(convention), card.tokens_per_example or 1)
         keras.backend.clear_session()
     return out
 
