@@ -2,7 +2,8 @@ r"""Fits a scaling law to sweep results and plans compute-optimal runs.
 
   python -m experiments.fit --results=DIR/results.jsonl --workdir=DIR/fit \
       [--law=chinchilla|n|d|c] [--compute_budget=1e18 --compute_budget=1e19] [--target_loss=1.5] \
-      [--bootstrap=200] [--flops=6nd|model] [--drop_highest_loss=K] [--grid_stride=1]
+      [--bootstrap=200] [--flops=6nd|model] [--params=total|non_embedding] [--drop_highest_loss=K]
+      [--grid_stride=1]
 
 Writes DIR/fit.json, DIR/scaling.png and DIR/report.md, and prints the report.
 """
@@ -18,6 +19,9 @@ flags.DEFINE_multi_float("compute_budget", [], "FLOP budgets to plan for (defaul
 flags.DEFINE_float("target_loss", None, "Also report the smallest compute predicted to reach this loss.")
 flags.DEFINE_integer("bootstrap", 200, "Bootstrap refits for the intervals (0: none).", lower_bound=0)
 flags.DEFINE_enum("flops", "6nd", ["6nd", "model"], "Compute model: C = 6ND, or the runs' own FLOP counts.")
+flags.DEFINE_enum("params", "total", ["total", "non_embedding"],
+                  "How N and C are counted: total (embeddings, output logits and attention included) or "
+                  "non_embedding (Kaplan et al. 2020); results without non_embedding_params are the latter.")
 flags.DEFINE_integer("drop_highest_loss", 0, "Leave out the K highest-loss points (extraction outliers).",
                      lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
@@ -32,7 +36,7 @@ def main():
     result = scaling.fit_results(f.results, f.workdir, law=None if f.law == "auto" else f.law,
                                  budgets=f.compute_budget, target_loss=f.target_loss, bootstrap=f.bootstrap,
                                  flops=f.flops, drop_highest_loss=f.drop_highest_loss, seed=f.seed,
-                                 grid_stride=f.grid_stride)
+                                 grid_stride=f.grid_stride, params=f.params)
     print(scaling.report.markdown(result))
 
 

@@ -14,10 +14,11 @@ from tfscale.scaling import analysis, laws, report, results
 
 
 def fit_results(path, workdir, law=None, budgets=(), target_loss=None, bootstrap=200, flops="6nd",
-                drop_highest_loss=0, seed=0, grid_stride=1):
+                drop_highest_loss=0, seed=0, grid_stride=1, params="total"):
     """Reads a results file, fits, and writes fit.json, scaling.png and report.md to `workdir`.
 
     grid_stride: start L-BFGS from every k-th point of the initialisation grid (1 = all).
+    params: N and C counted as `total` or `non_embedding` (Kaplan), `results.CONVENTIONS`.
     """
     if target_loss is not None and not _positive(target_loss):
         raise ConfigError(f"--target_loss must be a positive finite loss, got {target_loss}")
@@ -28,10 +29,12 @@ def fit_results(path, workdir, law=None, budgets=(), target_loss=None, bootstrap
         raise ConfigError(f"--compute_budget must be a positive finite number of FLOPs, got {bad[0]}")
     if law and law not in laws.LAWS:
         raise ConfigError(f"unknown law {law!r}; choose one of {', '.join(laws.LAWS)}")
+    results.check_convention(params)
     rows = results.load(path, drop_highest_loss)
     report.check_workdir(workdir)  # before the fit, which takes a while
     result = analysis.analyze(rows, law=law, budgets=list(budgets) or None, target_loss=target_loss,
-                              bootstrap=bootstrap, flops=flops, seed=seed, grid_stride=grid_stride)
+                              bootstrap=bootstrap, flops=flops, seed=seed, grid_stride=grid_stride,
+                              params=params)
     report.write(workdir, result, rows)
     return result
 

@@ -12,6 +12,7 @@ from tfscale.errors import ConfigError
 from tfscale.scaling import fit as fit_lib
 from tfscale.scaling import laws as laws_lib
 from tfscale.scaling import planning
+from tfscale.scaling import results as results_lib
 
 
 def default_budgets(rows, count=5):
@@ -54,11 +55,14 @@ def extrapolation(rows, law, inits=None):
 
 
 def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops="6nd", seed=0,
-            inits=None, check_extrapolation=True, grid_stride=1):
+            inits=None, check_extrapolation=True, grid_stride=1, params="total"):
     """Everything fit.json holds. flops: `6nd` (C = 6ND) or `model` (the rows' own FLOP counts).
 
+    params: how N and C are counted, `total` (everything) or `non_embedding` (Kaplan's), see
+    `results.in_convention`; fit.json's `params_convention` says which the fit used.
     inits: L-BFGS starting points (default: every `grid_stride`-th point of `fit.grid`).
     """
+    rows, convention = results_lib.in_convention(rows, params)
     auto = law is None
     law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
     reason = fit_lib.undetermined(rows, law)
@@ -91,8 +95,10 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
         "ci": {k: v for k, v in ci.items() if k in law.param_names},
         "r2": result["r2"], "rmse": result["rmse"], "max_rel_error": result["max_rel_error"],
         "n_points": result["n_points"], "objective": result["objective"], "bootstrap": bootstrap,
-        "flops_model": flops, "initialisations": len(inits),
+        "flops_model": flops, "initialisations": len(inits), "params_convention": convention,
     }
+    if convention != params:
+        out["params_note"] = f"asked for {params} counts; the results hold non-embedding counts only"
     if check_extrapolation:
         out["extrapolation"] = extrapolation(rows, law, inits)
     if allocating:

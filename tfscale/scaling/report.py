@@ -12,8 +12,15 @@ from tfscale import io  # noqa: E402
 from tfscale.errors import ConfigError  # noqa: E402
 from tfscale.scaling import laws as laws_lib  # noqa: E402
 from tfscale.scaling import planning  # noqa: E402
+from tfscale.scaling import results as results_lib  # noqa: E402
 
 LABELS = {"num_params": "parameters N", "num_tokens": "training tokens D", "flops": "training FLOPs C"}
+COUNTING = {  # models/card.py
+    "total": "N counts every parameter (embeddings included, a tied table once) and C every training FLOP "
+             "(output logits and attention included)",
+    "non_embedding": "N counts non-embedding parameters and C Kaplan's FLOPs (6N + 6 n_layer n_ctx d_model "
+                     "per token, no output logits)",
+}
 SYMBOLS = {"num_params": "N", "num_tokens": "D", "flops": "C"}
 
 
@@ -43,6 +50,8 @@ def check_workdir(workdir):
 
 def write(workdir, result, rows):
     """Writes the three files; fit.json leaves out the bootstrap samples (report.md says how many)."""
+    if result.get("params_convention") == "non_embedding":  # plot the points the fit saw
+        rows, _ = results_lib.in_convention(rows, "non_embedding")
     os.makedirs(workdir, exist_ok=True)
     io.write_json(os.path.join(workdir, "fit.json"), {k: v for k, v in result.items() if k != "samples"})
     plot(os.path.join(workdir, "scaling.png"), result, rows)
@@ -152,8 +161,11 @@ def markdown(result):
     law = laws_lib.LAWS[result["law"]]
     lines = [f"# Scaling-law fit: {law.formula}", "",
              f"{result['n_points']} runs; Huber (delta 1e-3) on log loss, L-BFGS from "
-             f"{result.get('initialisations', 'a grid of')} initialisations; 95 % intervals from {result['bootstrap']} bootstrap refits.", "",
-             "| parameter | value | 95 % interval |", "|---|---|---|"]
+             f"{result.get('initialisations', 'a grid of')} initialisations; 95 % intervals from {result['bootstrap']} bootstrap refits.", ""]
+    if result.get("params_convention"):
+        note = f" ({result['params_note']})" if result.get("params_note") else ""
+        lines += [f"Counting `{result['params_convention']}`: {COUNTING[result['params_convention']]}{note}.", ""]
+    lines += ["| parameter | value | 95 % interval |", "|---|---|---|"]
     for name in law.param_names:
         ci = result["ci"].get(name)
         lines.append(f"| {name} | {_fmt(result['params'][name])} | "

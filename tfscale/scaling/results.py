@@ -3,6 +3,11 @@
 Columns: name, num_params, num_tokens, flops, loss, status (ok / failed), and any others. A
 sweep that searches a hyper-parameter writes a `group` per row; readers keep the best run of
 each group, so a fit sees one tuned run per (size, budget).
+
+N and C are recorded in both conventions of `tfscale/models/card.py`: num_params and flops
+count everything (embeddings, logits, attention), non_embedding_params and flops_kaplan are
+Kaplan's. Rows without non_embedding_params (older sweeps, hand-written files) hold Kaplan's
+non-embedding counts in num_params and flops.
 """
 import csv
 import fcntl
@@ -11,9 +16,12 @@ import json
 import math
 import os
 
+from absl import logging
+
 from tfscale.errors import ConfigError
 
 REQUIRED = ("num_params", "num_tokens", "flops", "loss")
+CONVENTIONS = ("total", "non_embedding")
 
 
 class ResultsError(ConfigError):
@@ -101,4 +109,42 @@ def load(path, drop_highest_loss=0):
         rows = sorted(rows, key=lambda r: float(r["loss"]))[: len(rows) - drop_highest_loss]
     if not rows:
         raise ResultsError(f"{path} has no finished runs with {', '.join(REQUIRED)}")
+    old = sum("non_embedding_params" not in r for r in rows)
+    if old:
+        logging.warning("%s: %d of %d rows have no non_embedding_params; their num_params and flops are read as "
+                        "non-embedding (Kaplan) counts", path, old, len(rows))
     return rows
+
+
+def check_convention(convention):
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"parameter counts are {' or '.join(CONVENTIONS)} (scaling.params, --params), "
+                          f"got {convention!r}")
+    return convention
+
+
+def ndc_from_summary(summary, convention="total"):
+    """(N, D, C) of a finished run from its summary.json: D in tokens (examples for
+    non-sequence data), N and C counted by `convention` ("total" or "non_embedding")."""
+    examples = summary["examples_seen"]
+    d = summary.get("num_tokens", examples)
+    if check_convention(convention) == "total":
+        return summary["num_params"], d, summary["flops_per_example"] * examples
+    per_token = summary.get("flops_per_token_kaplan")  # LMs; a classifier's counts are the same either way
+    return (summary.get("non_embedding_params", summary["num_params"]), d,
+            per_token * d if per_token is not None else summary["flops_per_example"] * examples)
+
+
+def in_convention(rows, convention="total"):
+    """(rows whose num_params and flops are counted by `convention`, the convention used).
+
+    Rows without non_embedding_params only have non-embedding counts, so where any row lacks
+    them the answer is "non_embedding" whatever was asked."""
+    check_convention(convention)
+    if convention == "total" and any("non_embedding_params" not in r for r in rows):
+        logging.warning("fitting non-embedding counts: some rows have no total parameter count")
+        convention = "non_embedding"
+    if convention == "total":
+        return list(rows), convention
+    return [{**r, "num_params": r.get("non_embedding_params", r["num_params"]),
+             "flops": r.get("flops_kaplan", r["flops"])} for r in rows], convention

@@ -39,14 +39,14 @@ RUN_LOCK_WAIT_SECONDS = 150
 
 
 def row_for(run, summary, config):
-    """The results row of a finished run: N, D (tokens), C and the final eval loss."""
-    num_tokens = summary.get("num_tokens", summary["examples_seen"])  # examples for non-sequence data
-    flops = summary["flops_per_example"] * summary["examples_seen"]
+    """The results row of a finished run: N, D (tokens), C in both conventions and the final eval loss."""
+    num_params, num_tokens, flops = results_lib.ndc_from_summary(summary, "total")
+    non_embedding_params, _, flops_kaplan = results_lib.ndc_from_summary(summary, "non_embedding")
     return {
         "name": run.name, "group": run.group, "size": run.size, "status": "ok",
-        "num_params": summary.get("non_embedding_params", summary["num_params"]),
-        "total_params": summary["num_params"],
-        "num_tokens": float(num_tokens), "flops": float(flops), "loss": summary["eval_loss"],
+        "num_params": num_params, "non_embedding_params": non_embedding_params,
+        "num_tokens": float(num_tokens), "flops": float(flops), "flops_kaplan": float(flops_kaplan),
+        "loss": summary["eval_loss"],
         "train_loss": summary.get("train_loss"), "steps": summary["steps"],
         "batch_size": config.train.batch_size, "learning_rate": config.optimizer.learning_rate,
         "overrides": {k: v for k, v in run.overrides}, "compute_budget": run.compute_budget or None,
