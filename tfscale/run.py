@@ -103,11 +103,9 @@ class Run:
                 optim.build_optimizer(c, self.network, self.jit_compile), self.policy)
             self.optimizer.build(self.network.trainable_variables)
             self.model = trainer.AccumulatingModel(self.network, c.train.accum_steps)
-            metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]  # per token for LMs
-                       if c.train.loss == "sparse_categorical_crossentropy" else [])
-            self.model.compile(self.optimizer, loss=c.train.loss, metrics=metrics,
-                               steps_per_execution=self.steps_per_execution,
-                               jit_compile=self.jit_compile)
+            trainer.compile_model(self.model, self.optimizer, c.train.loss,
+                                  steps_per_execution=self.steps_per_execution,
+                                  jit_compile=self.jit_compile)
 
     def close(self):
         """Releases the workdir; removes a non-chief worker's temporary folder."""

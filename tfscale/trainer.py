@@ -59,6 +59,14 @@ def per_example_loss_fn(loss):
     return per_example
 
 
+def compile_model(model, optimizer, loss, **kwargs):
+    """Compiles `model` as every run and fine-tuning phase is: `loss`, plus accuracy (per token
+    for LMs) when it is sparse categorical cross-entropy. `kwargs` go to `compile`."""
+    metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+               if loss == "sparse_categorical_crossentropy" else [])
+    model.compile(optimizer, loss=loss, metrics=metrics, **kwargs)
+
+
 def _split(tensor, k):
     """[b, ...] -> [k, m, ...], m = max(ceil(b / k), 1): zero rows fill up a batch that k does
     not divide or that is empty (a partial last batch); `train_step` gives them weight 0."""

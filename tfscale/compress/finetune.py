@@ -5,9 +5,8 @@ phase's updates, the run's strategy, precision and accumulation, and the run's i
 (order a function of seed and step, as in training).
 """
 from absl import logging
-import tf_keras as keras
 
-from tfscale import data, optim, precision
+from tfscale import data, optim, precision, trainer
 
 
 def phase_config(config, steps, learning_rate):
@@ -28,9 +27,7 @@ def fit(run, make_model, steps, learning_rate, seed_offset=0, name="phase", call
         model = make_model()
         optimizer = precision.wrap_optimizer(optim.build_optimizer(c, model.network), run.policy)
         optimizer.build(model.network.trainable_variables)
-        metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-                   if c.train.loss == "sparse_categorical_crossentropy" else [])
-        model.compile(optimizer, loss=c.train.loss, metrics=metrics)
+        trainer.compile_model(model, optimizer, c.train.loss)
     train_fn = data.train_dataset_fn(run.data.train, c.train.batch_size, c.seed + seed_offset, 0, steps)
     dataset = run.strategy.distribute_datasets_from_function(train_fn)
     history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
