@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {"trainer_vs_fit", "accum8_vs_accum1", "memory_accum_vs_plain_b", "mfu", "mfu_jit", "raw",
-        "device", "precision"}
+        "device", "precision", "sweep_pool_vs_serial"}
 
 
 def test_benchmark_writes_json_and_table(tmp_path):
@@ -17,11 +19,23 @@ def test_benchmark_writes_json_and_table(tmp_path):
     with open(tmp_path / "benchmark.json") as f:
         result = json.load(f)
     assert KEYS <= set(result)
-    for key in ("trainer_vs_fit", "accum8_vs_accum1", "memory_accum_vs_plain_b", "mfu", "mfu_jit"):
+    for key in ("trainer_vs_fit", "accum8_vs_accum1", "memory_accum_vs_plain_b", "mfu", "mfu_jit",
+                "sweep_pool_vs_serial"):
         assert result[key] > 0, key
+    sweep = result["raw"]["sweep"]  # the same planned FLOPs, timed with a pool and in one process
+    assert sweep["workers"] == 2 and sweep["runs"] == 2 and sweep["pool"]["seconds"] > 0
+    assert sweep["serial"]["flops_per_sec"] * sweep["serial"]["seconds"] == pytest.approx(sweep["planned_flops"])
     rates = result["raw"]["trainer_vs_fit"]
     assert len(rates["tfscale"]) == len(rates["keras_fit"]) == result["raw"]["setting"]["repeats"]
-    assert (tmp_path / "benchmark.md").read_text().count("\n|") >= 6
+    assert (tmp_path / "benchmark.md").read_text().count("\n|") >= 7 and "| sweep FLOP/s" in proc.stdout
+
+
+def test_memory_probe_is_the_librarys_own_entry_point():
+    probe = subprocess.run([sys.executable, "-m", "tfscale.benchmark", "--memory_probe", '["tiny", "float32", 2, 8]'],
+                           capture_output=True, text=True, timeout=300, cwd="/")  # no scripts needed
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    peak = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert peak["peak_bytes"] >= peak["before_bytes"] > 0
 
 
 def test_throughput_figures_are_sane_on_a_known_workload():

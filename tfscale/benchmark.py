@@ -1,4 +1,5 @@
-"""Side-by-side training benchmarks: tfscale's trainer against plain Keras, accumulation, memory, MFU.
+"""Side-by-side training benchmarks: tfscale's trainer against plain Keras, accumulation, memory, MFU,
+and a sweep's throughput with a pool of workers against one process.
 
 Each comparison builds both sides once (compiled, traced, warmed up), then times them in
 alternation, `repeats` times, so machine noise hits both alike; ratios are medians of the
@@ -12,6 +13,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import logging
@@ -24,13 +26,13 @@ from tfscale import data, distribute, models, precision, throughput, trainer
 SETTINGS = {  # model and batch sizes per mode; `tiny` is for tests
     "tiny": dict(mlp=dict(width=64, depth=2), features=32, micro_batch=16, accum=4, steps=3, repeats=2,
                  lm=dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, seq_len=16), lm_batch=4,
-                 lm_steps=2, lm_repeats=2),
+                 lm_steps=2, lm_repeats=2, sweep=dict(sizes=2, num_tokens=(2048,), workers=2)),
     "quick": dict(mlp=dict(width=1024, depth=3), features=256, micro_batch=128, accum=8, steps=40,
                   repeats=7, lm=dict(num_layers=4, d_model=256, num_heads=4, d_ff=1024, seq_len=128),
-                  lm_batch=16, lm_steps=8, lm_repeats=5),
+                  lm_batch=16, lm_steps=8, lm_repeats=5, sweep=dict(sizes=2, num_tokens=(3e5, 6e5), workers=2)),
     "full": dict(mlp=dict(width=2048, depth=4), features=512, micro_batch=256, accum=8, steps=60,
                  repeats=9, lm=dict(num_layers=8, d_model=512, num_heads=8, d_ff=2048, seq_len=256),
-                 lm_batch=32, lm_steps=10, lm_repeats=7),
+                 lm_batch=32, lm_steps=10, lm_repeats=7, sweep=dict(sizes=3, num_tokens=(4e5, 8e5), workers=2)),
 }
 
 
@@ -185,17 +187,50 @@ def memory(setting_name, policy):
     b, k = setting["lm_batch"], setting["accum"]
     out = {}
     for name, accum, batch in (("plain_b", 1, b), ("accum_kb", k, k * b), ("plain_kb", 1, k * b)):
-        cmd = [sys.executable, "-m", "experiments.benchmark", "--memory_probe",
+        cmd = [sys.executable, "-m", "tfscale.benchmark", "--memory_probe",
                json.dumps([setting_name, policy, accum, batch])]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         logging.info("memory %s: %.1f MiB peak", name, out[name]["peak_bytes"] / 2**20)
     return out
 
 
-def run_all(setting_name, policy_name="auto"):
-    """All benchmarks of one setting; returns the benchmark.json dictionary."""
+def sweep_config(config, setting_name):
+    """The setting's small sweep: the first sizes of a sweep config (e.g. scaling_lm's) on short budgets."""
+    s = SETTINGS[setting_name]["sweep"]
+    c = config.copy_and_resolve_references()
+    c.unlock()
+    c.sweep.sizes, c.sweep.num_tokens, c.sweep.compute_budgets = c.sweep.sizes[:s["sizes"]], s["num_tokens"], ()
+    c.sweep.search = ""
+    return c.lock()
+
+
+def pool_vs_serial(config, workers=2):
+    """Planned sweep FLOPs per second: the sweep run by a pool of `workers` processes against the
+    same sweep one run after another in this process, each into a fresh folder."""
+    from tfscale.scaling import sweep  # pylint: disable=import-outside-toplevel
+    flops = sum(r.cost for r in sweep.plan(config))
+    raw = {"planned_flops": flops, "runs": len(sweep.plan(config)), "workers": workers,
+           "sizes": list(config.sweep.sizes), "num_tokens": list(config.sweep.num_tokens)}
+    for name, count in (("serial", 1), ("pool", workers)):
+        c = config.copy_and_resolve_references()
+        c.unlock()
+        c.sweep.workers = count
+        with tempfile.TemporaryDirectory(prefix=f"tfscale-bench-sweep-{name}-") as workdir:
+            start = time.perf_counter()
+            out = sweep.run_sweep(c.lock(), workdir)
+            seconds = time.perf_counter() - start
+        if out["failed"]:
+            raise RuntimeError(f"benchmark sweep ({name}): runs failed: {out['failed']}")
+        raw[name] = {"seconds": seconds, "flops_per_sec": flops / seconds}
+        logging.info("sweep %s: %.1f s, %.3g FLOP/s", name, seconds, flops / seconds)
+    raw["load_average"] = os.getloadavg()
+    return raw["pool"]["flops_per_sec"] / raw["serial"]["flops_per_sec"], raw
+
+
+def run_all(setting_name, policy_name="auto", sweep_base=None):
+    """All benchmarks of one setting; returns the benchmark.json dictionary. `sweep_base`: a sweep
+    config whose first sizes the pool benchmark runs (none: no sweep row)."""
     setting = SETTINGS[setting_name]
     kind = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     policy = precision.resolve(policy_name, kind)
@@ -209,6 +244,11 @@ def run_all(setting_name, policy_name="auto"):
     logging.info("mfu %s", mfu_result)
     mem = memory(setting_name, policy)
     growth = {k: v["peak_bytes"] - v["before_bytes"] for k, v in mem.items()}
+    sweep_rows = {}
+    if sweep_base is not None:
+        ratio_pool, raw_pool = pool_vs_serial(sweep_config(sweep_base, setting_name), setting["sweep"]["workers"])
+        logging.info("sweep pool_vs_serial %.3f", ratio_pool)
+        sweep_rows = {"sweep_pool_vs_serial": ratio_pool, "sweep": raw_pool}
     return {
         "setting": setting_name, "device": _device_name(kind), "precision": policy,
         "trainer_vs_fit": ratio_fit,
@@ -216,8 +256,10 @@ def run_all(setting_name, policy_name="auto"):
         "memory_accum_vs_plain_b": mem["accum_kb"]["peak_bytes"] / mem["plain_b"]["peak_bytes"],
         "memory_growth_accum_vs_plain_b": growth["accum_kb"] / max(growth["plain_b"], 1),
         "mfu": mfu_result["jit_off"], "mfu_jit": mfu_result["jit_on"],
+        **({"sweep_pool_vs_serial": sweep_rows["sweep_pool_vs_serial"]} if sweep_rows else {}),
         "raw": {"trainer_vs_fit": raw_fit, "accum8_vs_accum1": raw_accum, "mfu": raw_mfu,
-                "memory": mem, "memory_growth_bytes": growth, "setting": setting},
+                "memory": mem, "memory_growth_bytes": growth, "setting": setting,
+                **({"sweep": sweep_rows["sweep"]} if sweep_rows else {})},
         "wall_seconds": time.time() - t0,
     }
 
@@ -245,7 +287,28 @@ def markdown(result):
         ("MFU, LM, XLA off", f"{result['mfu']:.3f}", ">= 0.4"),
         ("MFU, LM, XLA on", f"{result['mfu_jit']:.3f}", ""),
     ]
+    if "sweep_pool_vs_serial" in result:
+        rows.append(sweep_row(result["sweep_pool_vs_serial"], result["raw"]["sweep"]))
     head = (f"Device: {result['device']}, precision {result['precision']}, setting "
             f"`{result['setting']}` ({result['wall_seconds']:.0f} s)\n\n")
     return head + "| benchmark | measured | goal |\n|---|---|---|\n" + "\n".join(
         f"| {a} | {b} | {c} |" for a, b, c in rows) + "\n"
+
+
+def sweep_row(ratio, raw):
+    """The table row of `pool_vs_serial`."""
+    gflops = lambda name: f"{raw[name]['flops_per_sec'] / 1e9:.2f} GFLOP/s in {raw[name]['seconds']:.0f} s"  # noqa: E731
+    return (f"sweep FLOP/s, pool of {raw['workers']} / one process ({raw['runs']} runs)",
+            f"{ratio:.3f} ({gflops('pool')} / {gflops('serial')}; load {raw['load_average'][0]:.1f})",
+            f">= 1.8 ({raw['workers']} workers on {raw['workers']} cores)")
+
+
+def _main(argv):
+    """`python -m tfscale.benchmark --memory_probe JSON`: one memory measurement in a fresh process."""
+    if len(argv) != 3 or argv[1] != "--memory_probe":
+        sys.exit("usage: python -m tfscale.benchmark --memory_probe '[setting, policy, accum, batch]'")
+    print(json.dumps(memory_probe(*json.loads(argv[2]))))
+
+
+if __name__ == "__main__":
+    _main(sys.argv)
