@@ -1,10 +1,12 @@
 r"""Runs a scaling sweep; re-running the same command resumes it.
 
   python -m experiments.sweep --config=experiments/configs/scaling_lm.py --workdir=DIR \
-      [--shard_index=0 --num_shards=1] [--config.sweep.search='optimizer.learning_rate=1e-3,3e-3' ...]
+      [--shard_index=0 --num_shards=1] [--config.sweep.workers=0] \
+      [--config.sweep.search='optimizer.learning_rate=1e-3,3e-3' ...]
 
-Every run trains into DIR/runs/NAME and appends a row to DIR/results.jsonl, which
-`experiments.fit --results=DIR/results.jsonl` reads.
+Every run trains into DIR/runs/NAME and writes its row to DIR/results/NAME.json; DIR/results.jsonl,
+assembled from those, is what `experiments.fit --results=DIR/results.jsonl` reads. With
+`sweep.workers` other than 1, runs go side by side in worker processes (logs in DIR/logs/).
 """
 from absl import flags
 
