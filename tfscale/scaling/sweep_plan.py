@@ -19,7 +19,6 @@ class PlannedRun:
     compute_budget: float = 0.0
 
 
-
 def size_costs(config, sizes):
     """{label: (num_params, training FLOPs per example, tokens per example)} by building each size,
     counted as `scaling.params` says (`models/card.py`; "total" without it)."""
@@ -36,7 +35,6 @@ def size_costs(config, sizes):
         out[label] = (card.params(convention), card.flops(convention), card.tokens_per_example or 1)
         keras.backend.clear_session()
     return out
-
 
 
 def plan(config):
@@ -78,7 +76,6 @@ def plan(config):
     if len(set(names)) != len(names):
         raise ConfigError("sweep: two planned runs have the same name (repeated budgets or search values?)")
     return sorted(runs, key=lambda r: r.cost)
-
 
 
 def shard(runs, shard_index=0, num_shards=1):

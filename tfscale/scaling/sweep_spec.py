@@ -31,7 +31,6 @@ def sweep_defaults():
     return s
 
 
-
 def parse_size(text, index):
     """"label: k=v,k=v" -> (label, ((dotted key, value), ...))."""
     label, sep, body = str(text).partition(":")
@@ -49,7 +48,6 @@ def parse_size(text, index):
     return label.strip(), tuple(pairs)
 
 
-
 def _value(text):
     for cast in (int, float):
         try:
@@ -57,7 +55,6 @@ def _value(text):
         except ValueError:
             pass
     return {"true": True, "false": False}.get(text.lower(), text)
-
 
 
 def parse_search(text):
@@ -76,7 +73,6 @@ def parse_search(text):
         else:
             space[key.strip()] = [_value(v.strip()) for v in values.split(",")]
     return space
-
 
 
 def search_settings(sweep, rng):
@@ -99,16 +95,13 @@ def search_settings(sweep, rng):
     return [tuple((k, draw(v)) for k, v in space.items()) for _ in range(sweep.search_samples)]
 
 
-
 def _short(value):
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
 
 
 def _budget_label(value, unit):
     exponent = int(math.floor(math.log10(value)))
     return f"{unit}{value / 10 ** exponent:.3g}e{exponent}"
-
 
 
 def apply_overrides(config, overrides):
@@ -130,11 +123,9 @@ def apply_overrides(config, overrides):
     return c
 
 
-
 def length_overrides(sweep, num_steps):
     """A run's length and the schedule fitted to it: warmup a fixed share, cosine to its last update."""
     return (("train.num_steps", num_steps), ("schedule.warmup_steps", round(sweep.warmup_fraction * num_steps)))
-
 
 
 def strip_sections(config):
