@@ -1,10 +1,13 @@
-r"""The main job: scaling sweep, fit with intervals, compute-optimal plan, then train, compress and
-export the recommended model, and print one table. Re-running the command resumes it.
+r"""The main job: scaling sweep, fit with intervals, compute-optimal plan (the sweep grows until
+N_opt lies inside its sizes), the plan checked against the candidate sizes beside it at the same
+compute, then the chosen model compressed and exported, and one table printed. Re-running the
+command resumes it.
 
   python -m experiments.scaling --config=experiments/configs/scaling_lm.py --workdir=runs/scaling_lm
 
 Writes DIR/sweep/ (results.jsonl, runs/), DIR/fit/ (fit.json, scaling.png, report.md), DIR/final/
-(the model, its SavedModel and .tflite files), DIR/scaling.json and DIR/scaling.md.
+(the model, its SavedModel and .tflite files), DIR/check/ (its neighbours), DIR/scaling.json and
+DIR/scaling.md.
 """
 from absl import flags
 

@@ -1,6 +1,7 @@
-"""The main job end to end (tiny): sweep, fit, plan, train the chosen size with accumulation,
-compress and export; a re-run resumes instead of retraining."""
+"""The main job end to end (tiny): sweep, fit, plan inside the swept sizes, train the chosen size
+and its neighbours at the same compute, compress and export; a re-run resumes instead of retraining."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,17 +21,38 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     job = json.loads((workdir / "scaling.json").read_text())
     config = scaling_lm.get_config("tiny")
     rows = results.load(str(workdir / "sweep" / "results.jsonl"))
-    assert len(rows) == len(config.sweep.sizes) * len(config.sweep.num_tokens) == job["sweep"]["runs"]
+    # the sweep's sizes, and any the job added beyond them to bracket N_opt
+    assert job["sweep"]["sizes"][:len(config.sweep.sizes)] == [s.split(":")[0] for s in config.sweep.sizes]
+    assert len(rows) == len(job["sweep"]["sizes"]) * len(config.sweep.num_tokens) == job["sweep"]["runs"]
     fit = json.loads((workdir / "fit" / "fit.json").read_text())
     assert fit["law"] == "chinchilla" and set(fit["ci"]) == {"E", "A", "B", "alpha", "beta"}
     assert "max_abs_rel_error" in fit["extrapolation"]  # the largest size held out and predicted
-    # the final size is the candidate nearest the planned N_opt, trained for the planned compute
-    plan, final = job["compute_optimal"], job["final"]
+    # the final size is the candidate inside the swept sizes nearest the planned N_opt, trained for
+    # the planned compute
+    plan, final, rounds = job["compute_optimal"], job["final"], job["planning_rounds"]
+    assert fit["compute_optimal"][0]["range_note"] == plan["range_note"] == rounds[-1]["note"]
+    assert [r["round"] for r in rounds] == list(range(len(rounds))) and len(rounds) <= 4
     candidates = sweep.size_costs(config, [sweep.parse_size(t, i) for i, t in enumerate(config.scaling.candidate_sizes)])
     assert final["num_params"] == candidates[final["size"]][0]
-    ratio = lambda n: abs(__import__("math").log(n / plan["num_params"]))  # noqa: E731
-    assert ratio(final["num_params"]) == min(ratio(c[0]) for c in candidates.values())
+    lo, hi = plan["swept_range"]
+    inside = [c[0] for c in candidates.values() if lo <= c[0] <= hi]
+    ratio = lambda n: abs(math.log(n / plan["num_params"]))  # noqa: E731
+    assert lo <= final["num_params"] <= hi and ratio(final["num_params"]) == min(map(ratio, inside))
     assert abs(final["flops"] / plan["flops"] - 1) < 0.05
+    # the plan check: the chosen size and the candidates beside it, each for the same compute
+    check = job["plan_check"]
+    by_n = sorted(candidates, key=lambda k: candidates[k][0])
+    i = by_n.index(final["size"])
+    assert [m["size"] for m in check["models"]] == by_n[max(0, i - 1):i + 2]
+    for m in check["models"]:
+        assert abs(m["flops"] / plan["flops"] - 1) < 0.05 and m["predicted_loss"] > 0 and m["se"] > 0
+        assert abs(m["heldout_loss"] - m["eval_loss"]) < 1e-4  # the same windows the run's eval_loss averages
+        assert m["windows"] == config.eval.max_examples
+        assert ("diff_se" in m) == (m["size"] != final["size"])
+        assert (m["role"] == "chosen") == os.path.exists(os.path.join(m["workdir"], "export"))
+    assert check["verdict"] in ("wins", "ties", "loses") and check["sentence"] in proc.stdout
+    assert "## Plan check at C" in proc.stdout and "Peak learning rate against N" in proc.stdout
+    assert {t["size"] for t in job["learning_rates"]["sizes"]} == set(candidates)
     summary = json.loads((workdir / "final" / "summary.json").read_text())
     assert summary["accum_steps"] == config.scaling.accum_steps == 2 and summary["steps"] == final["steps"]
     assert os.path.exists(final["saved_model"]) and final["predicted_loss"] > 0

@@ -4,7 +4,8 @@
 5 sizes (about 57 k to 3 M non-embedding parameters) on 3 data budgets each, fits
 L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals, picks the compute-optimal size for
 `scaling.compute_budget`, trains it with gradient accumulation, compresses and exports it.
-`experiments.sweep` runs the sweep part alone. Variant `tiny`: seconds, for tests.
+`experiments.sweep` runs the sweep part alone. Variant `tiny`: seconds, for tests; `gpu`: one
+GPU host (see `_gpu` for its sizes and the arithmetic of its time).
 
 Learning rates per size come from a search sweep (README, "Scaling laws"); every run's schedule
 is warmup (5 % of its updates) then cosine to its own last update.
@@ -21,28 +22,37 @@ SIZES = {
     None: {"n14k": (2, 24, 2, 3e-3), "n25k": (2, 32, 2, 3e-3), "n57k": (2, 48, 2, 2.5e-3),
            "n150k": (3, 64, 4, 2e-3), "n448k": (4, 96, 4, 1.5e-3)},
     "tiny": {"a": (1, 8, 2, 1e-2), "b": (1, 16, 2, 1e-2), "c": (2, 16, 2, 1e-2), "e": (2, 24, 2, 1e-2)},
+    # no rates: the gpu sweep searches them (sweep.search) and the job takes the best per size
+    "gpu": {"g0": (2, 64, 2), "g1": (3, 96, 4), "g2": (4, 128, 4), "g3": (4, 192, 4), "g4": (6, 256, 4),
+            "g5": (8, 320, 5), "g6": (8, 448, 7)},
 }
-# Sizes the final model may take: the sweep's, and shapes between and beyond them.
+# Sizes the final model may take: the sweep's, and shapes between and beyond them (the job adds
+# one beyond the swept range when N_opt falls there). Their learning rates come from a power law
+# in N through the swept sizes' rates (`tfscale/scaling/learning_rates.py`).
 CANDIDATES = {
-    None: {"n6k": (2, 16, 2, 3e-3), "n40k": (2, 40, 2, 2.8e-3), "n95k": (2, 64, 4, 2.2e-3),
-           "n260k": (3, 84, 4, 1.8e-3), "n650k": (4, 116, 4, 1.3e-3), "n1.2M": (4, 160, 4, 1e-3)},
-    "tiny": {"d": (1, 12, 2, 1e-2)},
+    None: {"n6k": (2, 16, 2), "n40k": (2, 40, 2), "n95k": (2, 64, 4), "n260k": (3, 84, 4), "n650k": (4, 116, 4),
+           "n1.2M": (4, 160, 4)},
+    "tiny": {"z": (1, 4, 2), "d": (1, 12, 2), "f": (2, 32, 2)},
+    "gpu": {"gz": (2, 48, 2), "g1h": (3, 112, 4), "g2h": (4, 160, 4), "g3h": (5, 224, 4), "g4h": (6, 288, 4),
+            "g5h": (8, 384, 6), "g7": (10, 512, 8)},
 }
-TOKENS = {None: (4e5, 8e5, 1.6e6), "tiny": (4096, 8192)}
-SEQ_LEN = {None: 64, "tiny": 16}
-BATCH = {None: 4, "tiny": 8}
+PYCODE_EPOCH = 5.74e6  # training bytes of pycode (11,213 windows of 512)
+TOKENS = {None: (4e5, 8e5, 1.6e6), "tiny": (4096, 8192), "gpu": tuple(k * PYCODE_EPOCH for k in (1, 2, 4, 8))}
+SEQ_LEN = {None: 64, "tiny": 16, "gpu": 512}
+BATCH = {None: 4, "tiny": 8, "gpu": 32}
 
 
 def size_entry(label, shape):
-    layers, d_model, heads, lr = shape
-    return f"{label}: {SHAPE.format(layers, d_model, heads, 4 * d_model)},optimizer.learning_rate={lr}"
+    layers, d_model, heads, *lr = shape
+    rate = f",optimizer.learning_rate={lr[0]}" if lr else ""
+    return f"{label}: {SHAPE.format(layers, d_model, heads, 4 * d_model)}{rate}"
 
 
 def get_config(arg=None):
     arg = arg or None
     if arg not in SIZES:
-        raise ConfigError(f"unknown variant {arg!r}; variants: tiny")
-    c = lm.get_config("tiny" if arg else None)
+        raise ConfigError(f"unknown variant {arg!r}; variants: tiny, gpu")
+    c = lm.get_config("tiny" if arg == "tiny" else None)
     c.unlock()
     c.model.seq_len = SEQ_LEN[arg]
     c.train.batch_size = BATCH[arg]
@@ -60,10 +70,42 @@ def get_config(arg=None):
     c.scaling.compute_budget = 3e11 if arg is None else 0.0  # FLOPs of the final model; 0 = the sweep's largest run
     c.scaling.candidate_sizes = tuple(size_entry(k, v) for k, v in {**SIZES[arg], **CANDIDATES[arg]}.items())
     c.scaling.flops = "model"  # the runs' own FLOP counts (attention included), or 6nd
+    c.scaling.params = "total"  # N and C count embeddings and logits; or non_embedding (Kaplan)
     c.scaling.bootstrap = 200 if arg is None else 20
     c.scaling.grid_stride = 3 if arg is None else 37  # every k-th start of the 4,500-point fit grid
     c.scaling.accum_steps = 2  # the final model trains with gradient accumulation
+    c.scaling.max_added_sizes = 3  # sizes the job may add beyond the sweep to bracket N_opt
     c.compress.variants = "float32,dynamic_range,float16"
     c.compress.eval_examples = 256 if arg is None else 32  # held-out windows run through each .tflite
     c.compress.latency_runs = 50 if arg is None else 5
+    if arg == "gpu":
+        _gpu(c)
     return c.lock()
+
+
+def _gpu(c):
+    """One GPU host. Sizes g0-g6 (0.15 M to 20 M parameters, embeddings included) x 1, 2, 4 and
+    8 epochs of pycode x 3 learning rates; the plan for C = 1e15 FLOPs and its check.
+
+    FLOPs (the models' own counts per token at context 512: g0 1.49e6, g1 3.93e6, g2 8.10e6,
+    g3 1.57e7, g4 3.83e7, g5 7.54e7, g6 1.39e8; sum 2.81e8):
+      sweep       2.81e8 x (1 + 2 + 4 + 8) x 5.74e6 tokens x 3 rates = 7.3e16
+      plan check  3 sizes x 1e15                                    = 3e15
+      total 7.6e16 / (0.4 x 989e12 FLOP/s, 40 % MFU of an H100 in bf16) = 190 s;
+      each size added beyond g6 (g7: 2.21e8 per token) adds 5.7e16, 145 s.
+    pycode holds 5.7 M training bytes, so D stops at 8 epochs (repeats beyond ~4 already cost
+    loss, Muennighoff et al. 2023) and N near 20 M: larger models would only memorise. An hour
+    of FLOPs (1.4e18) needs a corpus about 20x larger. Wall time will be longer than the FLOPs
+    say (84 short runs each build and compile their graphs; MFU at d_model <= 448 is well below
+    40 %); it has not been measured.
+    """
+    c.train.steps_per_execution = 16
+    c.train.log_every_steps = 100
+    c.checkpoint.every_steps = 400
+    c.eval.max_examples = 0  # all 557 held-out windows
+    c.sweep.search = "optimizer.learning_rate=1e-3,2e-3,4e-3"
+    c.scaling.compute_budget = 1e15
+    c.scaling.bootstrap = 200
+    c.scaling.grid_stride = 1  # all 4,500 starts
+    c.compress.eval_examples = 256
+    c.compress.latency_runs = 50

@@ -1,12 +1,14 @@
-"""The main job: sweep -> fit -> plan -> train the compute-optimal size -> compress -> one table.
+"""The main job: sweep -> fit -> plan -> check the plan -> compress -> one table.
 
-  DIR/sweep/results.jsonl, DIR/sweep/runs/NAME/   the sweep (`sweep.run_sweep`)
-  DIR/fit/fit.json, scaling.png, report.md        the fit (`analysis.analyze`)
-  DIR/final/                                      the recommended model: summary.json, export/,
+  DIR/sweep/results.jsonl, DIR/sweep/runs/NAME/   the sweep (`sweep.run_sweep`), grown by
+                                                  `rounds` until N_opt lies inside its sizes
+  DIR/fit/fit.json, scaling.png, report.md        the last fit (`analysis.analyze`)
+  DIR/final/                                      the chosen model: summary.json, export/,
                                                   compress/*.tflite, compression.json
+  DIR/check/LABEL/                                the candidates beside it at the same compute
   DIR/scaling.json, DIR/scaling.md                everything above in one place
 
-Every stage resumes: finished sweep runs are skipped, the final run resumes from its
+Every stage resumes: finished sweep runs are skipped, the other runs resume from their
 checkpoints, so re-running the command after an interruption finishes the job.
 """
 import math
@@ -16,78 +18,142 @@ from absl import logging
 
 from tfscale import io
 from tfscale.errors import ConfigError
-from tfscale.scaling import analysis, laws, planning, report, results, sweep
+from tfscale.scaling import (analysis, laws, learning_rates, plan_check, planning, report, results, rounds,
+                            sweep)
 
 
-def choose_size(config, num_params):
-    """The candidate size whose parameter count is nearest `num_params` (in log space).
-
-    Returns (label, overrides, its num_params, training FLOPs per example, tokens per example).
-    """
-    candidates = [sweep.parse_size(t, i) for i, t in enumerate(config.scaling.candidate_sizes)]
-    if not candidates:
-        raise ConfigError("scaling.candidate_sizes is empty")
-    costs = sweep.size_costs(config, candidates)
-    label, overrides = min(candidates, key=lambda c: abs(math.log(costs[c[0]][0] / num_params)))
-    return (label, overrides, *costs[label])
+def choose_size(candidates, costs, num_params, swept_range):
+    """The candidate inside `swept_range` (the swept sizes' N, ends included) nearest `num_params`
+    in log N: the law is only trusted where it has data. Returns (label, overrides)."""
+    lo, hi = swept_range
+    inside = [c for c in candidates if lo <= costs[c[0]][0] <= hi]
+    if not inside:
+        raise ConfigError(f"no entry of scaling.candidate_sizes has N in the swept range {lo:,} – {hi:,}")
+    return min(inside, key=lambda c: abs(math.log(costs[c[0]][0] / num_params)))
 
 
-def final_config(config, overrides, num_steps):
-    """The recommended model's training config: the sweep's recipe at its own size and length,
-    with gradient accumulation and an export."""
+def final_config(config, overrides, num_steps, export=True):
+    """A model's training config at budget C: the sweep's recipe at its own size and length,
+    with gradient accumulation (and an export for the final model)."""
     c = sweep.apply_overrides(config, (
         *overrides, *sweep.length_overrides(config.sweep, num_steps),
-        ("train.accum_steps", config.scaling.accum_steps), ("export.saved_model", True),
+        ("train.accum_steps", config.scaling.accum_steps), ("export.saved_model", export),
         ("checkpoint.every_steps", max(1, num_steps // 4))))
     return sweep.strip_sections(c)
 
 
+def size_entry(label, overrides):
+    """A `sweep.sizes` entry for (label, overrides), as `sweep.parse_size` reads it back."""
+    return f"{label}: " + ",".join(f"{k}={v}" for k, v in overrides)
+
+
+def _rated(config, sizes, candidates, costs):
+    """candidates_fn for `rounds`: the candidates with peak learning rates, from the swept sizes'
+    entries, or from the sweep's search where it varies the rate; `info` keeps the last table."""
+    info = {}
+
+    def rated(rows):
+        if learning_rates.searched(config):
+            rates, source = learning_rates.best_from_results(rows), "search"
+            rates = {k: v for k, v in rates.items() if k in costs}
+        else:
+            rates = {label: learning_rates.rate_of(o, config.optimizer.learning_rate) for label, o in sizes}
+            source = "sweep"
+        out, info["table"] = learning_rates.assign(candidates, rates, costs, source)
+        return out
+
+    return rated, info
+
+
 def run(config, workdir):
-    """Runs every stage into `workdir` and returns the scaling.json dict (see module doc)."""
+    """Runs every stage into `workdir` and returns (the scaling.json dict, scaling.md text)."""
     from tfscale import compress  # pylint: disable=import-outside-toplevel
     from tfscale import run as run_lib  # pylint: disable=import-outside-toplevel
 
     t0 = time.time()
-    times = {}
-    out = sweep.run_sweep(config, io.join(workdir, "sweep"))
-    times["sweep"] = time.time() - t0
-    rows = results.load(out["results"])
-    if len(rows) < len(laws.LAWS["chinchilla"].param_names):
-        raise ConfigError(f"only {len(rows)} sweep runs finished; see {out['results']}")
+    times = {"sweep": 0.0, "fit": 0.0}
+    sizes = [sweep.parse_size(t, i) for i, t in enumerate(config.sweep.sizes)]
+    candidates = [sweep.parse_size(t, i) for i, t in enumerate(config.scaling.candidate_sizes)]
+    if not candidates:
+        raise ConfigError("scaling.candidate_sizes is empty")
+    costs = sweep.size_costs(config, list({label: o for label, o in [*sizes, *candidates]}.items()))
+    state = {}
 
-    t = time.time()
-    budget = config.scaling.compute_budget or max(float(r["flops"]) for r in rows)
-    result = analysis.analyze(rows, law="chinchilla", budgets=[budget], bootstrap=config.scaling.bootstrap,
-                              flops=config.scaling.flops, seed=config.seed,
-                              grid_stride=config.scaling.grid_stride)
-    report.write(io.join(workdir, "fit"), result, rows)
-    times["fit"] = time.time() - t
-    plan = result["compute_optimal"][0]
+    def sweep_fn(entries):
+        t = time.time()
+        c = sweep.apply_overrides(config, (("sweep.sizes", tuple(size_entry(*e) for e in entries)),))
+        state["out"] = out = sweep.run_sweep(c, io.join(workdir, "sweep"))
+        state["raw"] = results.read(out["results"])
+        rows = results.load(out["results"])
+        times["sweep"] += time.time() - t
+        if len(rows) < len(laws.LAWS["chinchilla"].param_names):
+            raise ConfigError(f"only {len(rows)} sweep runs finished; see {out['results']}")
+        return rows
 
-    label, overrides, n, flops_per_example, tokens_per_example = choose_size(config, plan["num_params"])
+    def fit_fn(rows):
+        t = time.time()
+        if "budget" not in state:  # 0: the original sweep's largest run, not one of a size added later
+            state["budget"] = config.scaling.compute_budget or max(float(r["flops"]) for r in rows)
+        budget = state["budget"]
+        result = analysis.analyze(rows, law="chinchilla", budgets=[budget], bootstrap=config.scaling.bootstrap,
+                                  flops=config.scaling.flops, seed=config.seed,
+                                  grid_stride=config.scaling.grid_stride, params=config.scaling.get("params", "total"))
+        times["fit"] += time.time() - t
+        return result
+
+    rated, lr_info = _rated(config, sizes, candidates, costs)
+    planned = rounds.plan_in_range(sizes, costs, sweep_fn, fit_fn, lambda rows: rated(state["raw"]),
+                                   config.scaling.get("max_added_sizes", 3))
+    rows, result, plan, budget = planned["rows"], planned["result"], planned["plan"], state["budget"]
+    write_fit_report(io.join(workdir, "fit"), result, rows)
+    candidates = rated(state["raw"])
+    label, overrides = choose_size(candidates, costs, plan["num_params"], planned["swept_range"])
     batch = config.train.batch_size
-    steps = max(1, round(budget / flops_per_example / batch))
-    logging.info("compute-optimal for C = %.3g: N = %.3g, D = %.3g; training %s (N = %d) for %d updates",
-                 budget, plan["num_params"], plan["num_tokens"], label, n, steps)
+    logging.info("compute-optimal for C = %.3g: N = %.3g, D = %.3g; training %s (N = %d) and its neighbours",
+                 budget, plan["num_params"], plan["num_tokens"], label, costs[label][0])
+
     t = time.time()
-    final = final_config(config, overrides, steps)
     final_dir = io.join(workdir, "final")
-    summary = run_lib.train(final, final_dir)
-    times["final_train"] = time.time() - t
+    below, above = plan_check.neighbours(candidates, costs, label)
+    models, summaries = [], {}
+    for role, size in (("chosen", label), ("below", below), ("above", above)):
+        if size is None:
+            continue
+        steps = plan_check.steps_at(budget, costs[size][1], batch)
+        cfg = final_config(config, dict(candidates)[size], steps, export=role == "chosen")
+        size_dir = final_dir if role == "chosen" else io.join(workdir, "check", size)
+        summary = run_lib.train(cfg, size_dir)
+        summaries[size] = (cfg, summary)
+        n, d, c = results.ndc_from_summary(summary, result["params_convention"])
+        models.append({"size": size, "role": role, "num_params": n, "num_tokens": d, "flops": c,
+                       "steps": summary["steps"], "learning_rate": cfg.optimizer.learning_rate,
+                       "eval_loss": summary["eval_loss"], "workdir": size_dir,
+                       "predicted_loss": float(planning.chinchilla_loss(result["params"], n, d))})
+    times["plan_check_train"] = time.time() - t
+    t = time.time()
+    for m in models:
+        m["losses"] = plan_check.heldout_losses(summaries[m["size"]][0], m["workdir"])
+    check = {"flops": budget, **plan_check.compare(models, label)}
+    times["plan_check_eval"] = time.time() - t
+    logging.info("plan check: %s", check["sentence"])
+    final, summary = summaries[label]
     t = time.time()
     compression, table = compress.compress(final, final_dir)
     times["compress"] = time.time() - t
-    predicted = float(planning.chinchilla_loss(result["params"], summary.get("non_embedding_params", n),
-                                    summary.get("num_tokens", summary["examples_seen"])))
+    chosen = next(m for m in models if m["role"] == "chosen")
     job = {
-        "sweep": {"runs": len(rows), "results": out["results"], "failed": out["failed"]},
+        "sweep": {"runs": len(rows), "results": state["out"]["results"], "failed": state["out"]["failed"],
+                  "sizes": [label_ for label_, _ in planned["sizes"]]},
         "fit": {k: result[k] for k in ("law", "params", "ci", "r2", "rmse", "n_points", "extrapolation")},
         "compute_optimal": plan,
-        "final": {"size": label, "overrides": dict(overrides), "num_params": summary.get("non_embedding_params", n),
-                  "num_tokens": summary.get("num_tokens"), "flops": summary["flops_per_example"] * summary["examples_seen"],
+        "planning_rounds": planned["rounds"],
+        "learning_rates": lr_info["table"],
+        "final": {"size": label, "overrides": dict(overrides), "num_params": chosen["num_params"],
+                  "num_tokens": summary.get("num_tokens"), "flops": chosen["flops"],
                   "steps": summary["steps"], "accum_steps": summary["accum_steps"], "eval_loss": summary["eval_loss"],
-                  "predicted_loss": predicted, "bits_per_byte": summary.get("bits_per_byte"),
+                  "predicted_loss": chosen["predicted_loss"], "bits_per_byte": summary.get("bits_per_byte"),
                   "saved_model": io.join(final_dir, "export", "saved_model")},
+        "plan_check": check,
         "compression": [{k: v[k] for k in ("variant", "path", "size_bytes", "eval_loss", "accuracy", "latency_ms",
                                           "max_abs_diff_vs_keras")} for v in compression["variants"]],
         "seconds": {**times, "total": time.time() - t0},
@@ -98,6 +164,18 @@ def run(config, workdir):
     return job, text
 
 
+def write_fit_report(fit_dir, result, rows):
+    """fit.json, scaling.png and report.md, with where N_opt lies against the swept sizes."""
+    report.write(fit_dir, result, rows)
+    plan = result["compute_optimal"][0]
+    path = io.join(fit_dir, "report.md")
+    with io.gfile.GFile(path, "rb") as f:
+        text = f.read().decode().rstrip("\n")
+    lines = ["", "", "## The plan against the swept sizes", "", plan["range_note"], "",
+             *rounds.markdown(result["planning_rounds"]), ""]
+    io.write_bytes(path, (text + "\n".join(lines)).encode())
+
+
 def markdown(job, rows, compression_table):
     """The final table of the main job (also printed by `experiments.scaling`)."""
     f = job["fit"]
@@ -105,7 +183,7 @@ def markdown(job, rows, compression_table):
     ex = f.get("extrapolation", {})
     plan, final = job["compute_optimal"], job["final"]
     lines = ["# Scaling sweep, fit and compute-optimal model", "",
-             "| run | N (non-embedding) | D (tokens) | C (FLOPs) | eval loss |", "|---|---|---|---|---|"]
+             "| run | N | D (tokens) | C (FLOPs) | eval loss |", "|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (float(r["num_params"]), float(r["num_tokens"]))):
         lines.append(f"| {r.get('name', '')} | {float(r['num_params']):,.0f} | {float(r['num_tokens']):.3g} | "
                      f"{float(r['flops']):.3g} | {float(r['loss']):.4f} |")
@@ -121,6 +199,9 @@ def markdown(job, rows, compression_table):
     lines += ["", f"Compute-optimal for C = {plan['flops']:.3g} FLOPs: N_opt = {plan['num_params']:.3g}"
                   + (f" (95 %: {n_ci[0]:.3g} – {n_ci[1]:.3g})" if n_ci else "")
                   + f", D_opt = {plan['num_tokens']:.3g} tokens, predicted loss {plan['loss']:.4f}.",
+              "", plan["range_note"], "", *rounds.markdown(job["planning_rounds"]),
+              "", *learning_rates.markdown(job["learning_rates"]),
+              "", *plan_check.markdown(job["plan_check"]),
               "", f"Final model `{final['size']}`: N = {final['num_params']:,}, {final['steps']} updates with "
                   f"accumulation {final['accum_steps']} (D = {final['num_tokens']:.3g} tokens): eval loss "
                   f"{final['eval_loss']:.4f} vs {final['predicted_loss']:.4f} predicted "
