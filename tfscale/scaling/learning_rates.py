@@ -90,7 +90,8 @@ def markdown(info):
     lines = [f"Peak learning rate against N: lr = {info['coefficient']:.3g} · N^{info['exponent']:.3f} "
              "(least squares in log-log through the swept sizes).", "",
              "| size | N | peak lr | from |", "|---|---|---|---|"]
-    lines += [f"| {t['size']} | {t['num_params']:,} | {t['learning_rate']:.3g} | {t['source']} |" for t in info["sizes"]]
+    lines += [f"| {t['size']} | {t['num_params']:,} | {t['learning_rate']:.3g} | {t['source']} |"
+              for t in info["sizes"]]
     return lines
 
 
