@@ -1,14 +1,14 @@
-"""Export of a trained network, verified against Keras and written atomically.
+"""Export of a trained network, verified against Keras and written atomically through
+`tfscale.io` (local folders and `gs://` alike).
 
-TFLite files (`save_tflite`) are written and checked the same way, in LiteRT. The SavedModel
-takes raw inputs of the network's full shape (preprocessing is inside the network; only the
-batch dimension is free) and has a `serving_default` signature returning `logits` (and
-`probabilities` for classifiers). An export that differs from Keras by more than its bound
-raises ConfigError and leaves nothing at its path.
+TFLite files (`save_tflite`) are checked in LiteRT (`verify`, as the SavedModel), then written.
+The SavedModel takes raw inputs of the network's full shape (preprocessing is inside the
+network; only the batch dimension is free) and has a `serving_default` signature returning
+`logits` (and `probabilities` for classifiers). An export that differs from Keras by more than
+its bound raises ConfigError and leaves nothing at its path.
 """
 import contextlib
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -52,6 +52,16 @@ def compare(reference, candidate):
     }
 
 
+def verify(network, sample_inputs, exported, what, max_rel_diff, min_agreement=None):
+    """Compares `network` with `exported` (the export, loaded back: inputs -> logits) on
+    `sample_inputs` in full float32, raises ConfigError naming `what` outside the bounds, and
+    returns the comparison."""
+    with full_float32():
+        check = compare(network.predict(sample_inputs, verbose=0), exported(sample_inputs))
+    require(check, what, max_rel_diff, min_agreement)
+    return check
+
+
 def require(check, what, max_rel_diff, min_agreement=None):
     """Raises a one-line ConfigError naming `what` if `check` is outside the bounds."""
     if min_agreement is not None and check["argmax_agreement"] < min_agreement:
@@ -74,12 +84,6 @@ def full_float32():
         tf.config.experimental.enable_tensor_float_32_execution(before)
 
 
-def remove_leftovers(path):
-    """Removes `path.tmp-PID` / `path.old-PID` folders an export killed midway left behind."""
-    for leftover in tf.io.gfile.glob(f"{path}.tmp-*") + tf.io.gfile.glob(f"{path}.old-*"):
-        tf.io.gfile.rmtree(leftover)
-
-
 def _max_rel_diff(network):
     return SAVED_MODEL_MAX_REL_DIFF if network.compute_dtype == "float32" else HALF_MAX_REL_DIFF
 
@@ -91,21 +95,19 @@ def save_saved_model(network, path, sample_inputs, classifier=True):
     `tf.saved_model.load` and compared there; only then is it renamed into place.
     Returns the comparison (`max_abs_diff`, `rel_diff`, `argmax_agreement`).
     """
-    remove_leftovers(path)  # one run owns its workdir: any such folder is from a dead export
+    io.remove_leftovers(path)  # one run owns its workdir: any such folder is from a dead export
     tmp = f"{path}.tmp-{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    io.makedirs(io.dirname(path))
     try:
         network.save(tmp, save_format="tf", include_optimizer=False,
                      signatures={"serving_default": serving_function(network, classifier)})
         loaded = tf.saved_model.load(tmp).signatures["serving_default"]
         sample_inputs = tf.cast(sample_inputs, loaded.structured_input_signature[1]["inputs"].dtype)
-        with full_float32():
-            exported = loaded(inputs=sample_inputs)["logits"].numpy()
-            check = compare(network.predict(sample_inputs, verbose=0), exported)
-        require(check, f"SavedModel {path}", _max_rel_diff(network))
+        check = verify(network, sample_inputs, lambda x: loaded(inputs=x)["logits"].numpy(),
+                       f"SavedModel {path}", _max_rel_diff(network))
         io.replace_dir(tmp, path)
     finally:  # a failed or interrupted export leaves neither `path` nor the temporary folder
-        shutil.rmtree(tmp, ignore_errors=True)
+        io.rmtree(tmp)
     return check
 
 

@@ -34,6 +34,10 @@ def dirname(path):
     return posixpath.dirname(path) if is_remote(path) else os.path.dirname(os.path.abspath(path))
 
 
+def basename(path):
+    return posixpath.basename(path) if is_remote(path) else os.path.basename(path)
+
+
 def exists(path):
     return gfile.exists(path)
 
@@ -42,9 +46,36 @@ def makedirs(path):
     gfile.makedirs(path)
 
 
+def glob(pattern):
+    return gfile.glob(pattern)
+
+
+def rmtree(path):
+    """Removes the folder `path` with everything in it, if it is there."""
+    if gfile.exists(path):
+        gfile.rmtree(path)
+
+
+def read_bytes(path):
+    with gfile.GFile(path, "rb") as f:
+        return f.read()
+
+
+def remove_leftovers(path):
+    """Removes what a write of `path` killed midway left: `.tmp-*-NAME` files beside it
+    (`write_bytes`) and `path.tmp-*` / `path.old-*` folders (`replace_dir`). Only for a path
+    one process owns (a locked workdir): another writer's file in flight would go too."""
+    for leftover in (glob(join(dirname(path), f".tmp-*-{basename(path)}"))
+                     + glob(f"{path}.tmp-*") + glob(f"{path}.old-*")):
+        if gfile.isdir(leftover):
+            gfile.rmtree(leftover)
+        else:
+            gfile.remove(leftover)
+
+
 def write_bytes(path, data):
     """Writes `data` (bytes or str) at `path` atomically."""
-    tmp = join(dirname(path), f".tmp-{uuid.uuid4().hex}{os.path.splitext(path)[1]}")
+    tmp = join(dirname(path), f".tmp-{uuid.uuid4().hex}-{basename(path)}")
     try:
         with gfile.GFile(tmp, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)

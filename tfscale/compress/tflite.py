@@ -1,19 +1,17 @@
 """TFLite conversion, atomic writing with verification, and measurement through LiteRT.
 
-Every `.tflite` is converted from the Keras network, written to a temporary file next to its
-final path, loaded back in the LiteRT interpreter and compared with the Keras network there
-(within its mode's `BOUNDS`), and only then renamed into place: the final path holds a
-verified file or nothing.
+Every `.tflite` is converted from the Keras network, loaded in the LiteRT interpreter and
+compared with the Keras network there (within its mode's `BOUNDS`), and only then written,
+atomically through `tfscale.io`: the final path holds a verified file or nothing, on a local
+disk or a `gs://` bucket alike (files are read through tf.io.gfile, never by path in LiteRT).
 """
 import gzip
-import os
-import re
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from tfscale import export
+from tfscale import export, io
 from tfscale.errors import ConfigError
 
 # mode -> what the converter is told. `qat` converts a quantization-aware-trained network (its
@@ -51,17 +49,19 @@ def convert(network, mode, representative=None, int8_io=False):
 
 
 class TFLiteModel:
-    """A `.tflite` file in the LiteRT interpreter: batched predictions and batch-1 latency.
+    """A `.tflite` file (any tf.io.gfile path), or its `content`, in the LiteRT interpreter:
+    batched predictions and batch-1 latency.
 
     Inputs are raw model inputs and outputs float logits, whatever the file's input/output
     types: int8 ends are quantized and dequantized with the file's own scale and zero point.
     """
 
-    def __init__(self, path, num_threads=1):
+    def __init__(self, path=None, num_threads=1, content=None):
         from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
 
         self.path = path
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self.content = io.read_bytes(path) if content is None else content
+        self.interpreter = Interpreter(model_content=self.content, num_threads=num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._batch = None
@@ -135,8 +135,6 @@ class TFLiteModel:
 
     def weight_dtypes(self):
         """dtype name -> number of weight tensors (constants of rank >= 2) in the file."""
-        from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
-
         counts = {}
         for values in self._constants():
             counts[values.dtype.name] = counts.get(values.dtype.name, 0) + 1
@@ -145,7 +143,7 @@ class TFLiteModel:
     def _constants(self):
         from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
 
-        fresh = Interpreter(model_path=self.path)  # before allocation only constants have data
+        fresh = Interpreter(model_content=self.content)  # before allocation only constants have data
         for t in fresh.get_tensor_details():
             if len(t["shape"]) < 2:
                 continue
@@ -171,34 +169,19 @@ BOUNDS = {
 def write(flatbuffer, path, network, sample_inputs, max_rel_diff, min_agreement=None):
     """Writes `flatbuffer` at `path` once it runs in LiteRT; returns its check against `network`.
 
-    The check (`export.compare` on `sample_inputs`) is made on a temporary file; outside the
-    bounds (ConfigError), on any failure or an interruption it is removed and `path` is left as
-    it was. Temporary files of an earlier, killed write go first.
+    The check (`export.verify` on `sample_inputs`) runs on the bytes themselves, before anything
+    is written: outside the bounds (ConfigError), on any failure or an interruption `path` is
+    left as it was. Temporary files of an earlier, killed write go first.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):
-        if re.fullmatch(rf"\.tmp-\d+-{re.escape(os.path.basename(path))}", name):
-            os.remove(os.path.join(folder, name))
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(flatbuffer)
-            f.flush()
-            os.fsync(f.fileno())
-        with export.full_float32():
-            check = export.compare(network.predict(sample_inputs, verbose=0),
-                                   TFLiteModel(tmp).predict(sample_inputs))
-        export.require(check, os.path.basename(path), max_rel_diff, min_agreement)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    io.makedirs(io.dirname(path))
+    io.remove_leftovers(path)
+    check = export.verify(network, sample_inputs, TFLiteModel(content=flatbuffer).predict,
+                          io.basename(path), max_rel_diff, min_agreement)
+    io.write_bytes(path, flatbuffer)
     return check
 
 
 def file_sizes(path):
     """(bytes, gzip bytes) of a file: gzip shows what zeros (pruning) save on the wire."""
-    with open(path, "rb") as f:
-        content = f.read()
+    content = io.read_bytes(path)
     return len(content), len(gzip.compress(content, compresslevel=9, mtime=0))
