@@ -23,7 +23,7 @@ def test_benchmark_writes_json_and_table(tmp_path):
                 "sweep_pool_vs_serial"):
         assert result[key] > 0, key
     sweep = result["raw"]["sweep"]  # the same planned FLOPs, timed with a pool and in one process
-    assert sweep["workers"] == 2 and sweep["runs"] == 2 and sweep["pool"]["seconds"] > 0
+    assert sweep["workers"] == 2 and sweep["runs"] == 2 and sweep["pool"]["cpu_seconds"] > 0 and sweep["pool"]["seconds"] > 0
     assert sweep["serial"]["flops_per_sec"] * sweep["serial"]["seconds"] == pytest.approx(sweep["planned_flops"])
     rates = result["raw"]["trainer_vs_fit"]
     assert len(rates["tfscale"]) == len(rates["keras_fit"]) == result["raw"]["setting"]["repeats"]

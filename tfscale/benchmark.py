@@ -26,13 +26,16 @@ from tfscale import data, distribute, models, precision, throughput, trainer
 SETTINGS = {  # model and batch sizes per mode; `tiny` is for tests
     "tiny": dict(mlp=dict(width=64, depth=2), features=32, micro_batch=16, accum=4, steps=3, repeats=2,
                  lm=dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, seq_len=16), lm_batch=4,
-                 lm_steps=2, lm_repeats=2, sweep=dict(sizes=2, num_tokens=(2048,), workers=2)),
+                 lm_steps=2, lm_repeats=2,
+                 sweep=dict(sizes=1, num_tokens=(2048,), learning_rates=(1e-2, 2e-2), workers=2)),
     "quick": dict(mlp=dict(width=1024, depth=3), features=256, micro_batch=128, accum=8, steps=40,
                   repeats=7, lm=dict(num_layers=4, d_model=256, num_heads=4, d_ff=1024, seq_len=128),
-                  lm_batch=16, lm_steps=8, lm_repeats=5, sweep=dict(sizes=2, num_tokens=(3e5, 6e5), workers=2)),
+                  lm_batch=16, lm_steps=8, lm_repeats=5,
+                  sweep=dict(sizes=2, num_tokens=(4e5,), learning_rates=(2e-3, 3e-3), workers=2)),
     "full": dict(mlp=dict(width=2048, depth=4), features=512, micro_batch=256, accum=8, steps=60,
                  repeats=9, lm=dict(num_layers=8, d_model=512, num_heads=8, d_ff=2048, seq_len=256),
-                 lm_batch=32, lm_steps=10, lm_repeats=7, sweep=dict(sizes=3, num_tokens=(4e5, 8e5), workers=2)),
+                 lm_batch=32, lm_steps=10, lm_repeats=7,
+                 sweep=dict(sizes=3, num_tokens=(8e5,), learning_rates=(2e-3, 3e-3), workers=2)),
 }
 
 
@@ -196,13 +199,21 @@ def memory(setting_name, policy):
 
 
 def sweep_config(config, setting_name):
-    """The setting's small sweep: the first sizes of a sweep config (e.g. scaling_lm's) on short budgets."""
+    """The setting's small sweep: the first sizes of a sweep config (e.g. scaling_lm's) on a short
+    budget, each with a few learning rates: runs in pairs of equal cost, so the pool's figure
+    measures its throughput, not how well run lengths happen to pack onto the workers."""
     s = SETTINGS[setting_name]["sweep"]
     c = config.copy_and_resolve_references()
     c.unlock()
     c.sweep.sizes, c.sweep.num_tokens, c.sweep.compute_budgets = c.sweep.sizes[:s["sizes"]], s["num_tokens"], ()
-    c.sweep.search = ""
+    c.sweep.search, c.sweep.search_mode = "optimizer.learning_rate=" + ",".join(map(str, s["learning_rates"])), "grid"
     return c.lock()
+
+
+def _cpu_seconds():
+    """CPU time of this process and of its finished children (a pool's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def pool_vs_serial(config, workers=2):
@@ -217,12 +228,12 @@ def pool_vs_serial(config, workers=2):
         c.unlock()
         c.sweep.workers = count
         with tempfile.TemporaryDirectory(prefix=f"tfscale-bench-sweep-{name}-") as workdir:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu_seconds()
             out = sweep.run_sweep(c.lock(), workdir)
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         if out["failed"]:
             raise RuntimeError(f"benchmark sweep ({name}): runs failed: {out['failed']}")
-        raw[name] = {"seconds": seconds, "flops_per_sec": flops / seconds}
+        raw[name] = {"seconds": seconds, "flops_per_sec": flops / seconds, "cpu_seconds": cpu}
         logging.info("sweep %s: %.1f s, %.3g FLOP/s", name, seconds, flops / seconds)
     raw["load_average"] = os.getloadavg()
     return raw["pool"]["flops_per_sec"] / raw["serial"]["flops_per_sec"], raw
@@ -297,7 +308,8 @@ def markdown(result):
 
 def sweep_row(ratio, raw):
     """The table row of `pool_vs_serial`."""
-    gflops = lambda name: f"{raw[name]['flops_per_sec'] / 1e9:.2f} GFLOP/s in {raw[name]['seconds']:.0f} s"  # noqa: E731
+    gflops = lambda name: (f"{raw[name]['flops_per_sec'] / 1e9:.2f} GFLOP/s in {raw[name]['seconds']:.0f} s, "  # noqa: E731
+                           f"{raw[name]['cpu_seconds']:.0f} CPU s")
     return (f"sweep FLOP/s, pool of {raw['workers']} / one process ({raw['runs']} runs)",
             f"{ratio:.3f} ({gflops('pool')} / {gflops('serial')}; load {raw['load_average'][0]:.1f})",
             f">= 1.8 ({raw['workers']} workers on {raw['workers']} cores)")

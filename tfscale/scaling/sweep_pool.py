@@ -57,8 +57,8 @@ def _tpu_host(config):
 def resolve(config):
     """`sweep.workers` and `sweep.threads_per_worker` for this machine, as `Workers`.
 
-    Call before TensorFlow touches a GPU: on a GPU host the parent hides its GPUs from itself,
-    so that the workers get all their memory.
+    Call before TensorFlow touches a GPU: on a GPU host this process then takes GPU memory only
+    as it needs it, leaving the rest to the workers.
     """
     s = config.sweep
     count, threads = int(s.get("workers", 1)), int(s.get("threads_per_worker", 0))
@@ -74,10 +74,13 @@ def resolve(config):
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         count = count or len(gpus)
-        try:
-            tf.config.set_visible_devices([], "GPU")
+        if count == 1:  # one GPU: the run may as well go here
+            return Workers(1)
+        try:  # this process keeps using them (a job trains its final model here), taking little
+            for gpu in gpus:
+                tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
-            logging.warning("sweep: TensorFlow already uses the GPUs in this process; workers may run short of memory")
+            logging.warning("sweep: TensorFlow already holds the GPUs in this process; workers may run short of memory")
         return Workers(count, threads, tuple(str(i % len(gpus)) for i in range(count)))
     threads = threads or (1 if count == 0 else max(1, cores() // count))
     count = count or max(1, cores() // threads)
