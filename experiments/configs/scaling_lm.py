@@ -65,6 +65,7 @@ def get_config(arg=None):
     c.sweep = sweep_defaults()
     c.sweep.sizes = tuple(size_entry(k, v) for k, v in SIZES[arg].items())
     c.sweep.num_tokens = TOKENS[arg]
+    c.sweep.workers = 1 if arg == "tiny" else 0  # 0: as many runs at once as the cores or GPUs allow
 
     c.scaling = ml_collections.ConfigDict()
     c.scaling.compute_budget = 3e11 if arg is None else 0.0  # FLOPs of the final model; 0 = the sweep's largest run
