@@ -88,39 +88,8 @@ def defaults():
     c.export = ml_collections.ConfigDict()
     c.export.saved_model = True
 
-    c.compress = compress_defaults()
-    return c
-
-
-# Every variant `experiments.compress` can write (tfscale.compress.VARIANTS says how).
-COMPRESS_VARIANTS = ("float32", "dynamic_range", "int8", "float16", "pruned", "pruned_int8",
-                     "pruned_2x4", "qat_int8", "pqat_int8", "distilled", "student_alone")
-_PRUNING_VARIANTS = ("pruned", "pruned_int8", "pruned_2x4", "pqat_int8")
-_FINETUNED_VARIANTS = _PRUNING_VARIANTS + ("qat_int8",)
-
-
-def compress_defaults():
-    """The `compress` section: what `experiments.compress` makes of a trained model."""
-    c = ml_collections.ConfigDict()
-    c.variants = ",".join(COMPRESS_VARIANTS[:8])  # comma-separated names
-    c.finetune_steps = 200  # optimizer updates of each fine-tuning phase (pruning, QAT)
-    c.learning_rate = 3e-4  # peak learning rate of fine-tuning (config.schedule over finetune_steps)
-    c.int8_io = False  # int8 variants take int8 inputs and give int8 outputs
-    c.representative_examples = 256  # training examples that calibrate post-training int8
-    c.eval_examples = 0  # held-out examples run through each .tflite; 0 = all
-    c.latency_runs = 200  # batch-1 invocations timed per variant (the median is reported)
-    c.prune = ml_collections.ConfigDict()
-    c.prune.target_sparsity = 0.8
-    c.prune.begin_step = 0  # in optimizer updates of the fine-tuning phase
-    c.prune.end_step = 100  # sparsity reaches the target exactly at this update
-    c.prune.frequency = 10  # updates between mask updates; must divide end_step - begin_step
-    c.prune.exclude = ""  # comma-separated layer names kept dense
-    c.distill = ml_collections.ConfigDict()
-    c.distill.teacher_workdir = ""  # "" = the model trained in the workdir teaches
-    c.distill.temperature = 4.0
-    c.distill.alpha = 0.1  # weight of the hard-label loss; 1 - alpha for the teacher's
-    c.distill.steps = 0  # optimizer updates of the student; 0 = train.num_steps
-    c.distill.student = ml_collections.ConfigDict()  # a `model` section: name + knobs
+    from tfscale.compress import section  # pylint: disable=import-outside-toplevel  (owns its section)
+    c.compress = section.defaults()
     return c
 
 
@@ -244,63 +213,3 @@ def check_replicas(config, num_replicas):
 def names(text):
     """Comma-separated names as a list (blanks dropped)."""
     return [n.strip() for n in str(text).split(",") if n.strip()]
-
-
-def validate_compress(config):
-    """Checks the `compress` section for `experiments.compress`; raises ConfigError."""
-    from tfscale import models  # pylint: disable=import-outside-toplevel
-
-    c = config.compress
-    variants = names(c.variants)
-    _check(variants, "compress.variants is empty; choose from " + ", ".join(COMPRESS_VARIANTS))
-    for v in variants:
-        _choice(v, COMPRESS_VARIANTS, "compress variant")
-    _check(len(set(variants)) == len(variants), f"compress.variants names a variant twice: {c.variants}")
-    if config.model.name == "transformer_lm":
-        bad = [v for v in variants if v in _FINETUNED_VARIANTS]
-        _check(not bad, f"compress variant {bad[0] if bad else ''} is not available for transformer_lm (pruning and "
-                        "QAT clone the network, which its tied embedding does not survive); use "
-                        "float32, dynamic_range, int8, float16, distilled, student_alone")
-    _check(c.representative_examples >= 1,
-           f"compress.representative_examples must be >= 1, got {c.representative_examples}")
-    _check(c.eval_examples >= 0, f"compress.eval_examples must be >= 0, got {c.eval_examples}")
-    _check(c.latency_runs >= 1, f"compress.latency_runs must be >= 1, got {c.latency_runs}")
-    _check(c.learning_rate >= 0, f"compress.learning_rate must be >= 0, got {c.learning_rate}")
-    if any(v in _FINETUNED_VARIANTS for v in variants):
-        _check(c.finetune_steps >= 1, f"compress.finetune_steps must be >= 1, got {c.finetune_steps}")
-    if any(v in _PRUNING_VARIANTS for v in variants):
-        _validate_prune(c.prune, c.finetune_steps)
-    if any(v in ("distilled", "student_alone") for v in variants):
-        d = c.distill
-        _check(d.temperature > 0, f"compress.distill.temperature must be > 0, got {d.temperature}")
-        _check(0 <= d.alpha <= 1, f"compress.distill.alpha must be in [0, 1], got {d.alpha}")
-        _check(d.steps >= 0, f"compress.distill.steps must be >= 0, got {d.steps}")
-        _check("name" in d.student, "compress.distill.student has no model name; set "
-                                    "compress.distill.student.name and its knobs in the config")
-        _choice(d.student.name, models.MODELS, "compress.distill.student model")
-        try:
-            models.check_knobs(d.student)
-        except ConfigError as e:
-            raise ConfigError(f"compress.distill.student: {e}") from None
-
-
-def _validate_prune(p, finetune_steps):
-    _check(0 < p.target_sparsity < 1,
-           f"compress.prune.target_sparsity must be in (0, 1), got {p.target_sparsity}")
-    _check(p.begin_step >= 0, f"compress.prune.begin_step must be >= 0, got {p.begin_step}")
-    _check(p.end_step > p.begin_step, f"compress.prune.end_step {p.end_step} must be after "
-                                      f"compress.prune.begin_step {p.begin_step}")
-    _check(p.end_step <= finetune_steps,
-           f"compress.prune.end_step {p.end_step} is beyond compress.finetune_steps "
-           f"{finetune_steps}: the target sparsity {p.target_sparsity} would never be reached")
-    _check(p.frequency >= 1, f"compress.prune.frequency must be >= 1, got {p.frequency}")
-    window = p.end_step - p.begin_step
-    _check(p.frequency <= window,
-           f"compress.prune.frequency {p.frequency} is longer than the pruning window end_step - "
-           f"begin_step = {window}: the mask would be updated only at update {p.begin_step}, at "
-           "sparsity 0, and the model would stay dense")
-    last = p.begin_step + window // p.frequency * p.frequency
-    _check(window % p.frequency == 0,
-           f"compress.prune.frequency {p.frequency} does not divide end_step - begin_step = "
-           f"{window}: the last mask update would be at update {last}, below the target sparsity "
-           f"{p.target_sparsity} (use end_step {last} or {last + p.frequency})")

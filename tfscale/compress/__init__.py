@@ -1,22 +1,18 @@
 """Compression: pruning, quantization-aware training, post-training quantization, distillation,
 and export of every variant as measured TFLite and SavedModel artifacts.
 
-  prune.py     magnitude pruning on an update-counted schedule, 2:4, strip, sparsity report
-  quantize.py  QAT and pruning-preserving QAT of the inner functional network
-  distill.py   the distillation trainer (teacher in inference mode, KL at temperature T)
-  finetune.py  one fine-tuning phase through the run's accumulating trainer
-  tflite.py    conversion, atomic verified writing, LiteRT measurement
-  variants.py  `export_variants`: every variant written and measured
-  pipeline.py  `compress`: what `experiments.compress` runs
+  variants.py   the table: each variant's network source, fine-tuning phase and TFLite mode
+  section.py    the config's `compress` section: defaults and checks, asking that table
+  prune.py      magnitude pruning on an update-counted schedule, 2:4, strip, sparsity report
+  quantize.py   QAT and pruning-preserving QAT of the inner functional network
+  distill.py    the distillation trainer (teacher in inference mode, KL at temperature T)
+  finetune.py   one fine-tuning phase through the run's accumulating trainer
+  tflite.py     conversion, verified atomic writing, LiteRT measurement
+  artifacts.py  `export_variants`: every variant written and measured
+  pipeline.py   `compress`: what `experiments.compress` runs
 
-Imports are lazy: `tfscale.compress.tflite` and `export_variants` do not load tfmot.
+Imports are lazy: `variants` and `section` load no TensorFlow, `tflite` and `artifacts` no tfmot.
 """
-
-
-def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"), **kwargs):
-    """See `tfscale.compress.variants.export_variants`."""
-    from tfscale.compress import variants as variants_lib  # pylint: disable=import-outside-toplevel
-    return variants_lib.export_variants(networks, data, outdir, variants, **kwargs)
 
 
 def compress(config, workdir):
@@ -25,4 +21,4 @@ def compress(config, workdir):
     return pipeline.compress(config, workdir)
 
 
-__all__ = ["compress", "export_variants"]
+__all__ = ["compress"]

@@ -6,10 +6,28 @@ and T^2 keeps the soft gradients' scale independent of T. For a language model t
 per token and averaged over the example, like the hard loss. The teacher runs in inference mode,
 outside the gradient tape's variables, and is never updated.
 """
+from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from tfscale import trainer
+from tfscale import io, models, trainer, workdir as workdir_lib
+from tfscale.errors import ConfigError
+
+
+def load_teacher(teacher_workdir, run):
+    """The trained network of another workdir (same data set), in the run's strategy scope."""
+    tconfig = workdir_lib.load_config(teacher_workdir)
+    if tconfig.data.name != run.config.data.name:
+        raise ConfigError(f"teacher in {teacher_workdir} was trained on {tconfig.data.name!r}, "
+                          f"not {run.config.data.name!r}")
+    path = tf.train.latest_checkpoint(io.join(teacher_workdir, "checkpoints"))
+    if path is None:
+        raise ConfigError(f"teacher workdir {teacher_workdir} has no checkpoint")
+    with run.strategy.scope():
+        teacher = models.build(tconfig.model, run.data.info)
+    tf.train.Checkpoint(network=teacher).restore(path).expect_partial()
+    logging.info("teacher: %s (%d params) from %s", tconfig.model.name, models.num_params(teacher), path)
+    return teacher
 
 
 class DistillationModel(trainer.AccumulatingModel):

@@ -37,6 +37,13 @@ class FloatQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return {}
 
 
+def foreign_layer(network):
+    """The first layer `apply` cannot quantize: one not from Keras itself (tfmot rebuilds each
+    wrapped layer by class name, and `apply` registers no classes of its own but
+    FloatQuantizeConfig), or None."""
+    return next((l for l in network.layers if type(l).__module__.split(".")[0] != "tf_keras"), None)
+
+
 def apply(network, preserve_sparsity=False):
     """A quantization-aware copy of `network` (call in the strategy scope)."""
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()

@@ -1,132 +1,126 @@
-"""Every compressed variant of a trained network, exported and measured as deployed.
+"""The compression variants: where each one's network comes from, whether that network is
+fine-tuned, and how it is converted to TFLite: the tables VARIANTS and SOURCES, after the makers.
 
-`export_variants` converts each variant to TFLite (and writes a SavedModel for each distinct
-Keras network), verifies each file against the Keras network it came from, and measures the
-file itself in the LiteRT interpreter: held-out accuracy and loss, size, gzip size, batch-1
-latency and weight sparsity.
+Validation (`section`), the pipeline and the export (`artifacts`) ask these tables and name no
+variant themselves: a variant is one row of VARIANTS, a new kind of network one row of SOURCES
+and its maker here. Light to import: only the makers load TensorFlow and tfmot.
 """
-import os
+import collections
+import functools
 
-from absl import logging
-import numpy as np
-import tf_keras as keras
+# Fine-tuning phases. "prune" and "qat" train a keras.models.clone_model copy of their start
+# for compress.finetune_steps updates ("prune" under compress.prune); "distill" trains
+# compress.distill.student from scratch for compress.distill.steps.
+FINETUNED = ("prune", "qat")
 
-from tfscale import data as data_lib, export
-from tfscale.compress import tflite
-from tfscale.errors import ConfigError
+Variant = collections.namedtuple("Variant", "source mode default")
+Source = collections.namedtuple("Source", "phase start saved_model make")
 
-# variant -> (the Keras network it is converted from, TFLite mode)
-VARIANTS = {
-    "float32": ("float32", "float32"),
-    "dynamic_range": ("float32", "dynamic_range"),
-    "int8": ("float32", "int8"),
-    "float16": ("float32", "float16"),
-    "pruned": ("pruned", "float32"),
-    "pruned_int8": ("pruned", "int8"),
-    "pruned_2x4": ("pruned_2x4", "float32"),
-    "qat_int8": ("qat", "qat"),
-    "pqat_int8": ("pqat", "qat"),
-    "distilled": ("distilled", "float32"),
-    "student_alone": ("student_alone", "float32"),
+
+def _fit(run, make_model, seed_offset, name):
+    from tfscale.compress import finetune  # pylint: disable=import-outside-toplevel
+
+    c = run.config.compress
+    return finetune.fit(run, make_model, c.finetune_steps, c.learning_rate, seed_offset, name).network
+
+
+def _pruned(run, start, structured=False):
+    from tfscale.compress import prune  # pylint: disable=import-outside-toplevel  (tfmot)
+
+    c, k = run.config.compress, run.config.train.accum_steps
+    network = _fit(run, lambda: prune.PruningModel(prune.apply(start[0], c.prune, structured), k),
+                   1, "pruning 2:4" if structured else "pruning")
+    stripped = prune.strip(network)
+    return stripped, prune.sparsity_report(stripped)
+
+
+def _qat(run, start, preserve_sparsity=False):
+    """QAT keeps its start's sparsity (PQAT) and so its sparsity report."""
+    from tfscale.compress import quantize  # pylint: disable=import-outside-toplevel  (tfmot)
+
+    k = run.config.train.accum_steps
+    network = _fit(run, lambda: quantize.QATModel(quantize.apply(start[0], preserve_sparsity), k),
+                   3 if preserve_sparsity else 2, "PQAT" if preserve_sparsity else "QAT")
+    return network, start[1]
+
+
+def _student(run, start, distilled=True):
+    """compress.distill.student, taught by `start` (or compress.distill.teacher_workdir's
+    network) or trained alone on the labels: same initial weights, updates and data order."""
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+    from tfscale import models, trainer  # pylint: disable=import-outside-toplevel
+    from tfscale.compress import distill, finetune  # pylint: disable=import-outside-toplevel
+
+    d, k = run.config.compress.distill, run.config.train.accum_steps
+    teacher = None
+    if distilled:
+        teacher = distill.load_teacher(d.teacher_workdir, run) if d.teacher_workdir else start[0]
+
+    def model():
+        keras.utils.set_random_seed(run.config.seed)  # both students start from the same weights
+        network = models.build(d.student, run.data.info)
+        if teacher is None:
+            return trainer.AccumulatingModel(network, k)
+        return distill.DistillationModel(network, teacher, k, d.temperature, d.alpha)
+
+    steps = d.steps or run.config.train.num_steps
+    name = "distillation" if distilled else "student alone"
+    return finetune.fit(run, model, steps, run.config.optimizer.learning_rate, 0, name).network, None
+
+
+# network source -> Source(fine-tuning phase (None: the trained network as it is), the source
+# it starts from, whether a SavedModel is written beside its .tflite files (QAT networks ship as
+# their int8 .tflite), make(run, (start network, start's sparsity report)) -> (network, report)).
+# Listed so that a source comes after the one it starts from.
+SOURCES = {
+    "float32": Source(None, None, True, None),  # the trained network
+    "pruned": Source("prune", "float32", True, _pruned),
+    "pruned_2x4": Source("prune", "float32", True, functools.partial(_pruned, structured=True)),
+    "qat": Source("qat", "float32", False, _qat),
+    "pqat": Source("qat", "pruned", False, functools.partial(_qat, preserve_sparsity=True)),
+    "distilled": Source("distill", "float32", True, _student),
+    "student_alone": Source("distill", None, True, functools.partial(_student, distilled=False)),
 }
-# Keras networks that get a SavedModel too (QAT networks ship as their int8 .tflite).
-SAVED_MODELS = ("float32", "pruned", "pruned_2x4", "distilled", "student_alone")
+
+# variant -> Variant(network source, TFLite mode (tflite.MODES), in compress.variants by default)
+VARIANTS = {
+    "float32": Variant("float32", "float32", True),
+    "dynamic_range": Variant("float32", "dynamic_range", True),
+    "int8": Variant("float32", "int8", True),
+    "float16": Variant("float32", "float16", True),
+    "pruned": Variant("pruned", "float32", True),
+    "pruned_int8": Variant("pruned", "int8", True),
+    "pruned_2x4": Variant("pruned_2x4", "float32", True),
+    "qat_int8": Variant("qat", "qat", True),
+    "pqat_int8": Variant("pqat", "qat", False),
+    "distilled": Variant("distilled", "float32", False),
+    "student_alone": Variant("student_alone", "float32", False),
+}
 
 
-def model_inputs(x):
-    """Raw uint8 pixels as float32 (the model rescales them); token ids stay integers."""
-    return x.astype(np.float32) if x.dtype == np.uint8 else x
+def sources(variants):
+    """The sources `variants` are converted from, and those they start from, in table order."""
+    wanted, todo = set(), [VARIANTS[v].source for v in variants]
+    while todo:
+        name = todo.pop()
+        if name and name not in wanted:
+            wanted.add(name)
+            todo.append(SOURCES[name].start)
+    return [name for name in SOURCES if name in wanted]
 
 
-def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"), *, int8_io=False,
-                    representative_examples=256, eval_examples=0, latency_runs=200,
-                    saved_models=True, sparsity_reports=None):
-    """Writes `outdir/VARIANT.tflite` for each variant and returns one record per variant.
-
-    `networks`: a trained keras.Model (the float32 network) or a dict from the sources in
-    `VARIANTS` (float32, pruned, qat, ...) to networks. `data`: a `tfscale.data.Data` (the
-    representative set for int8 comes from its training split, the measurements from its
-    held-out split). A variant that cannot be converted, or whose file differs from its Keras
-    network by more than its mode's `tflite.BOUNDS`, raises ConfigError naming it.
-    """
-    if isinstance(networks, keras.Model):
-        networks = {"float32": networks}
-    classifier = data.train[1].ndim == 1
-    # Evenly spaced, as the run's own evaluation picks them: a prefix of a text split would
-    # come from its first files only, and its loss would not compare with the run's.
-    eval_x, eval_y = data_lib.evenly_spaced(data.eval, eval_examples)
-    eval_x = model_inputs(eval_x)
-    order = np.random.default_rng(0).permutation(len(data.train[0]))[:representative_examples]
-    representative = model_inputs(data.train[0][order])
-    sample = eval_x[:256 if classifier else 16]
-    batch = 256 if classifier else 16
-    records, saved = [], {}
-    for variant in variants:
-        if variant not in VARIANTS:
-            raise ConfigError(f"unknown compress variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        source, mode = VARIANTS[variant]
-        if source not in networks:
-            raise ConfigError(f"variant {variant} needs the {source} network, which was not given")
-        network = networks[source]
-        path = os.path.join(outdir, f"{variant}.tflite")
-        try:
-            check = export.save_tflite(network, path, mode, sample, representative, int8_io)
-        except ConfigError as e:
-            raise ConfigError(f"variant {variant}: {e}") from e
-        model = tflite.TFLiteModel(path)
-        measured = model.evaluate(eval_x, eval_y, batch)
-        size, gzipped = tflite.file_sizes(path)
-        record = {
-            "variant": variant,
-            "path": path,
-            "accuracy": measured["accuracy"],
-            "eval_loss": measured["loss"],
-            "size_bytes": size,
-            "gzip_bytes": gzipped,
-            "latency_ms": model.latency_ms(eval_x[0], latency_runs),
-            "sparsity": model.weight_sparsity(),
-            "max_abs_diff_vs_keras": check["max_abs_diff"],
-            "rel_diff_vs_keras": check["rel_diff"],
-            "argmax_agreement_vs_keras": check["argmax_agreement"],
-            "weight_dtypes": model.weight_dtypes(),
-            "eval_examples": int(len(eval_y)),
-        }
-        if sparsity_reports and source in sparsity_reports:
-            record["layers"] = sparsity_reports[source]["layers"]
-        if saved_models and source in SAVED_MODELS:
-            if source not in saved:
-                saved_path = os.path.join(outdir, source, "saved_model")
-                try:
-                    saved[source] = (saved_path, export.save_saved_model(network, saved_path, sample, classifier))
-                except ConfigError as e:
-                    raise ConfigError(f"variant {variant}: {e}") from e
-            record["saved_model"], saved_check = saved[source]
-            record["saved_model_max_abs_diff"] = saved_check["max_abs_diff"]
-        logging.info("%s: accuracy %.4f, %d bytes (gzip %d), %.3f ms", variant, record["accuracy"],
-                     size, gzipped, record["latency_ms"])
-        records.append(record)
-    return records
+def phases(variants):
+    """The fine-tuning phases making `variants` takes."""
+    return {SOURCES[s].phase for s in sources(variants)} - {None}
 
 
-def markdown(records, latency_runs):
-    """The records as a Markdown table, ratios against the float32 variant where there is one."""
-    base = next((r for r in records if r["variant"] == "float32"), None)
-
-    def ratio(r, key):
-        return f" ({r[key] / base[key]:.2f}x)" if base else ""
-
-    def points(r):
-        return f" ({100 * (r['accuracy'] - base['accuracy']):+.1f})" if base else ""
-
-    lines = [
-        "| variant | size (bytes) | gzip (bytes) | accuracy (pts vs float32) | eval loss | "
-        f"latency ms, batch 1, median of {latency_runs} | sparsity | max abs diff vs Keras |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        lines.append(
-            f"| {r['variant']} | {r['size_bytes']}{ratio(r, 'size_bytes')} | {r['gzip_bytes']}"
-            f"{ratio(r, 'gzip_bytes')} | {r['accuracy']:.4f}{points(r)} | {r['eval_loss']:.4f} | "
-            f"{r['latency_ms']:.4f}{ratio(r, 'latency_ms')} | {r['sparsity']:.3f} | "
-            f"{r['max_abs_diff_vs_keras']:.3g} |")
-    return "\n".join(lines) + "\n"
+def build(run, variants):
+    """({source: network}, {source: sparsity report}) for `variants`, made from `run`'s network
+    through its trainer set-up; the trained network is always there, as "float32"."""
+    made = {"float32": (run.network, None)}
+    for name in sources(variants):
+        source = SOURCES[name]
+        if source.make is not None:
+            made[name] = source.make(run, made.get(source.start))
+    return ({name: network for name, (network, _) in made.items()},
+            {name: report for name, (_, report) in made.items() if report is not None})
