@@ -83,6 +83,16 @@ def test_results_files_work_on_an_in_memory_gfile_filesystem():
     assert sweep.run_sweep(config, workdir, train_fn=fake_train)["skipped"] == 4
 
 
+def test_a_shard_lock_on_a_bucket_keeps_its_heartbeat_while_the_sweep_runs():
+    from tfscale import lock as lock_lib  # pylint: disable=import-outside-toplevel
+    lock = lock_lib.WorkdirLock(f"ram://sweep-{uuid.uuid4().hex}", name="sweep-shard0of1").acquire()
+    first = io.read_json(lock.path)["time"]
+    with sweep._heartbeat(lock, seconds=0.1):  # pylint: disable=protected-access
+        time.sleep(0.5)
+    assert io.read_json(lock.path)["time"] > first
+    lock.release()
+
+
 def test_auto_workers_fit_the_cores_and_one_means_no_pool():
     cores = sweep_pool.cores()
     assert sweep_pool.resolve(tiny_sweep()) == sweep_pool.Workers(1)

@@ -15,6 +15,8 @@ checkpoints and retries failed ones. `shard_index/num_shards` split the planned 
 round-robin, so shards on machines that share DIR together run each exactly once; within a
 shard, `sweep.workers` runs several at once (`sweep_pool`).
 """
+import contextlib
+import threading
 import time
 
 from absl import logging
@@ -120,7 +122,8 @@ def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
     runs = shard(planned, shard_index, num_shards)
     names = [r.name for r in planned]
     # One process per shard: a second copy of the same shard would run and record runs twice.
-    with lock_lib.WorkdirLock(workdir, name=f"sweep-shard{shard_index}of{num_shards}"):
+    with lock_lib.WorkdirLock(workdir, name=f"sweep-shard{shard_index}of{num_shards}") as lock, \
+            _heartbeat(lock):
         done = finished(workdir)
         todo = [r for r in runs if r.name not in done]
         logging.info("sweep: %d runs in this shard, %d finished before, %d to run%s", len(runs),
@@ -136,6 +139,23 @@ def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
         finally:
             path = sweep_results.assemble(workdir, names)
     return {"ran": ran, "skipped": len(runs) - len(todo), "failed": failed, "results": path}
+
+
+@contextlib.contextmanager
+def _heartbeat(lock, seconds=60.0):
+    """Keeps a bucket's shard lock fresh for as long as the sweep runs (runs outlast its staleness)."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(seconds):
+            lock.refresh()
+
+    if io.is_remote(lock.path):
+        threading.Thread(target=beat, name="sweep-lock-heartbeat", daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def _run_here(config, workdir, todo, train_fn, progress, names):
