@@ -87,8 +87,8 @@ def usable(rows):
         latest[r.get("name", i)] = r
     best = {}
     for key, r in latest.items():
-        if r.get("status", "ok") != "ok" or not _finite(r):
-            continue
+        if r.get("status", "ok") != "ok" or r.get("role") == "trunk" or not _finite(r):
+            continue  # a wsd trunk is trained for its branches: no data budget's result
         group = r.get("group") or key
         if group not in best or float(r["loss"]) < float(best[group]["loss"]):
             best[group] = r

@@ -26,7 +26,7 @@ from tfscale.errors import ConfigError
 from tfscale.scaling import results as results_lib
 from tfscale.scaling import sweep_results
 from tfscale.scaling.progress import Progress, progress_callback
-from tfscale.scaling.sweep_plan import PlannedRun, plan, shard, size_costs
+from tfscale.scaling.sweep_plan import PlannedRun, plan, resolve_overrides, shard, size_costs
 from tfscale.scaling.sweep_results import RESULTS_FILE, finished
 from tfscale.scaling.sweep_spec import (apply_overrides, length_overrides, parse_search, parse_size,
                                         search_settings, strip_sections, sweep_defaults)
@@ -54,6 +54,7 @@ def row_for(run, summary, config):
         "overrides": {k: v for k, v in run.overrides}, "compute_budget": run.compute_budget or None,
         "wall_seconds": summary.get("wall_seconds"),
         **({"eval_accuracy": summary["eval_accuracy"]} if "eval_accuracy" in summary else {}),
+        **({"role": run.role} if run.role else {}),
     }
 
 
@@ -82,7 +83,7 @@ def run_one(config, workdir, run, train_fn, callbacks=()):
     from tfscale import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
 
-    run_config = strip_sections(apply_overrides(config, run.overrides))
+    run_config = strip_sections(apply_overrides(config, resolve_overrides(run.overrides, workdir)))
     run_dir = io.join(workdir, "runs", run.name)
     t0 = time.time()
     try:

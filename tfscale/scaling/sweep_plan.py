@@ -17,6 +17,37 @@ class PlannedRun:
     num_steps: int
     cost: float  # planned training FLOPs (progress and ETA)
     compute_budget: float = 0.0
+    after: str = ""  # a run that must have finished first (a wsd branch's trunk)
+    role: str = ""  # "trunk": trained for its branches, not a budget's result
+
+
+TRUNK_REF = "trunk:"  # train.init_from of a planned branch: "trunk:NAME@STEP", resolved in DIR/runs
+
+
+def resolve_overrides(overrides, workdir):
+    """The overrides with a branch's "trunk:NAME@STEP" made the trunk's workdir in DIR/runs."""
+    from tfscale import io  # pylint: disable=import-outside-toplevel
+    return tuple((k, io.join(workdir, "runs", v[len(TRUNK_REF):]) if isinstance(v, str) and v.startswith(TRUNK_REF)
+                  else v) for k, v in overrides)
+
+
+def _wsd_runs(label, group_of, size_overrides, setting, budget_steps, sweep, batch, flops_per_example, multiple):
+    """One size's trunk and its branches (`tfscale.branch.plan`), for one search setting."""
+    from tfscale import branch  # pylint: disable=import-outside-toplevel
+    suffix = "".join(f"_{k.split('.')[-1]}={_short(v)}" for k, v in setting)
+    trunk_name = f"{label}_trunk{suffix}"
+    warmup = round(sweep.warmup_fraction * min(steps for _, steps in budget_steps))
+    trunk, branches = branch.plan(TRUNK_REF + trunk_name, [steps for _, steps in budget_steps],
+                                  sweep.cooldown_fraction, warmup, multiple)
+    trunk_steps = dict(trunk)["train.num_steps"]
+    runs = [PlannedRun(name=trunk_name, group=trunk_name, size=label, overrides=(*size_overrides, *trunk, *setting),
+                       num_steps=trunk_steps, cost=float(trunk_steps * batch * flops_per_example), role="trunk")]
+    for (budget, steps), overrides in zip(budget_steps, branches):
+        start = int(dict(overrides)["train.init_from"].rsplit("@", 1)[1])
+        runs.append(PlannedRun(name=group_of(budget) + suffix, group=group_of(budget), size=label,
+                               overrides=(*size_overrides, *overrides, *setting), num_steps=steps,
+                               cost=float((steps - start) * batch * flops_per_example), after=trunk_name))
+    return runs
 
 
 def size_costs(config, sizes):
@@ -49,6 +80,11 @@ def plan(config):
         raise ConfigError("sweep budgets must be positive")
     if not 0 <= s.warmup_fraction < 1:
         raise ConfigError(f"sweep.warmup_fraction must be in [0, 1), got {s.warmup_fraction}")
+    if s.schedule not in ("cosine", "wsd"):
+        raise ConfigError(f"unknown sweep.schedule {s.schedule!r}; choose cosine or wsd")
+    if s.schedule == "wsd" and s.compute_budgets:
+        raise ConfigError("sweep.schedule=wsd branches data budgets (sweep.num_tokens) from one run per "
+                          "size; isoFLOP profiles (sweep.compute_budgets) need sweep.schedule=cosine")
     sizes = [parse_size(t, i) for i, t in enumerate(s.sizes)]
     if len({label for label, _ in sizes}) != len(sizes):
         raise ConfigError("sweep.sizes has two entries with the same label")
@@ -58,6 +94,13 @@ def plan(config):
     runs = []
     for label, overrides in sizes:
         _, flops_per_example, tokens_per_example = costs[label]
+        if s.schedule == "wsd":
+            budget_steps = [(t, max(1, round(t / tokens_per_example / batch))) for t in s.num_tokens]
+            for setting in search_settings(s, rng):
+                runs += _wsd_runs(label, lambda t, label=label: f"{label}_{_budget_label(t, 'T')}", overrides,
+                                  setting, budget_steps, s, batch, flops_per_example,
+                                  max(1, config.train.steps_per_execution))
+            continue
         budgets = [("tokens", t) for t in s.num_tokens] or [("flops", c) for c in s.compute_budgets]
         for kind, budget in budgets:
             examples = budget / tokens_per_example if kind == "tokens" else budget / flops_per_example
@@ -75,11 +118,19 @@ def plan(config):
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError("sweep: two planned runs have the same name (repeated budgets or search values?)")
+    if s.schedule == "wsd":
+        # The costliest trunk first, each branch right after its trunk: a pool starts the
+        # longest chain at once instead of last, and one process still runs a trunk first.
+        by_name = {r.name: r for r in runs}
+        return sorted(runs, key=lambda r: (-by_name[r.after or r.name].cost, r.after or r.name, bool(r.after), r.cost))
     return sorted(runs, key=lambda r: r.cost)
 
 
 def shard(runs, shard_index=0, num_shards=1):
-    """Round-robin share of the (cost-ordered) runs: shards get similar work and never overlap."""
+    """Round-robin share of the (cost-ordered) runs: shards get similar work and never overlap.
+    A wsd trunk and its branches are one unit: a branch needs its trunk's checkpoints."""
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ConfigError(f"--shard_index {shard_index} must be in [0, --num_shards {num_shards})")
-    return runs[shard_index::num_shards]
+    families = list(dict.fromkeys(r.after or r.name for r in runs))
+    mine = set(families[shard_index::num_shards])
+    return [r for r in runs if (r.after or r.name) in mine]

@@ -184,8 +184,8 @@ class Pool:
             previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.pending or self.active:
-                while self.pending and self.free and not self.signum:
-                    self._start(self.pending.popleft())
+                while self.free and not self.signum and (run := self._next_ready()):
+                    self._start(run)
                 for key, _ in self.selector.select(timeout=0.5):
                     worker = self.active[key.fd]
                     if not worker.read():
@@ -203,6 +203,15 @@ class Pool:
         if self.signum:
             raise Stopped(self.signum, self.stopped)
         return self.ran, self.failed
+
+    def _next_ready(self):
+        """The cheapest pending run whose `after` run (a wsd trunk) is no longer pending or running."""
+        busy = {r.name for r in self.pending} | {w.run.name for w in self.active.values()}
+        for run in self.pending:
+            if not run.after or run.after not in busy:
+                self.pending.remove(run)
+                return run
+        return None
 
     def _forward(self, signum, frame):  # pylint: disable=unused-argument
         if not self.signum:

@@ -22,7 +22,11 @@ def sweep_defaults():
     s.search = ""
     s.search_mode = "grid"  # grid | random
     s.search_samples = 4  # random mode: settings tried per (size, budget)
-    s.warmup_fraction = 0.05  # warmup updates as a fraction of each run's own length
+    s.warmup_fraction = 0.05  # warmup updates as a fraction of each run's own length (wsd: of the smallest budget's)
+    # cosine: one run per (size, budget), cosine to its own last update. wsd: one constant-rate
+    # trunk per size and a cooldown per budget branched from it (Hägele et al. 2024).
+    s.schedule = "cosine"
+    s.cooldown_fraction = 0.2  # wsd: each budget's cooldown, a fraction of its updates (1-sqrt shape)
     s.seed = 0  # random search draws
     # Runs at a time, each in its own process: 1 = one after another in this process; 0 = auto
     # (CPU: cores // threads_per_worker; GPU host: one per GPU; TPU: 1).

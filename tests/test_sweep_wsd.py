@@ -1,0 +1,88 @@
+"""wsd sweeps: one constant-rate trunk per size, a cooldown branch per data budget."""
+import pytest
+import tensorflow as tf
+
+from tfscale import io
+from tfscale.scaling import results, sweep
+from test_sweep import tiny_sweep
+
+
+def wsd_sweep(**keys):
+    return tiny_sweep(schedule="wsd", **keys)
+
+
+def test_plan_has_one_trunk_per_size_and_a_branch_per_budget_after_it():
+    config = wsd_sweep()
+    runs = sweep.plan(config)
+    trunks = [r for r in runs if r.role == "trunk"]
+    branches = [r for r in runs if r.after]
+    assert len(trunks) == len(config.sweep.sizes)
+    assert len(branches) == len(config.sweep.sizes) * len(config.sweep.num_tokens)
+    position = {r.name: i for i, r in enumerate(runs)}
+    for b in branches:
+        o = dict(b.overrides)
+        trunk = dict(next(t for t in trunks if t.name == b.after).overrides)
+        start = int(o["train.init_from"].rsplit("@", 1)[1])
+        assert position[b.after] < position[b.name]  # one process runs the trunk first
+        assert o["schedule.name"] == trunk["schedule.name"] == "wsd"
+        assert o["schedule.warmup_steps"] == trunk["schedule.warmup_steps"]  # one warmup for all
+        assert start in trunk["checkpoint.keep_steps"] and start <= trunk["train.num_steps"]
+        assert o["schedule.cooldown_steps"] == o["train.num_steps"] - start
+        assert o["schedule.cooldown_steps"] == round(config.sweep.cooldown_fraction * b.num_steps)
+    # Trunks of the costliest size first, so a pool starts the longest chain at once.
+    assert [t.cost for t in trunks] == sorted((t.cost for t in trunks), reverse=True)
+
+
+@pytest.mark.parametrize("num_shards", [1, 2, 3])
+def test_shards_keep_a_trunk_with_its_branches_and_cover_every_run_once(num_shards):
+    runs = sweep.plan(wsd_sweep())
+    seen = []
+    for i in range(num_shards):
+        mine = sweep.shard(runs, i, num_shards)
+        names = {r.name for r in mine}
+        assert all(r.after in names for r in mine if r.after)
+        seen += [r.name for r in mine]
+    assert sorted(seen) == sorted(r.name for r in runs)
+
+
+def test_cosine_and_isoflop_budgets_are_refused_for_wsd():
+    from tfscale import ConfigError  # pylint: disable=import-outside-toplevel
+    with pytest.raises(ConfigError, match="sweep.schedule=wsd branches data budgets"):
+        sweep.plan(wsd_sweep(num_tokens=(), compute_budgets=(2e9,)))
+    with pytest.raises(ConfigError, match="unknown sweep.schedule 'linear'"):
+        sweep.plan(tiny_sweep(schedule="linear"))
+
+
+def test_wsd_sweep_gives_every_budget_a_row_and_keeps_trunks_out_of_the_fit(tmp_path):
+    config = wsd_sweep(sizes=tiny_sweep().sweep.sizes[:2])
+    out = sweep.run_sweep(config, str(tmp_path))
+    assert not out["failed"]
+    rows = results.read(out["results"])
+    trunk_rows = [r for r in rows if r.get("role") == "trunk"]
+    assert len(trunk_rows) == 2
+    fitted = results.usable(rows)
+    assert len(fitted) == 2 * len(config.sweep.num_tokens)
+    assert not any(r.get("role") for r in fitted)
+    # A branch started from its trunk's kept checkpoint at its branch point: its first update
+    # continued the trunk's (same weights at the branch point), and it ended at its own length.
+    for branch in (r for r in sweep.plan(config) if r.after):
+        start = int(dict(branch.overrides)["train.init_from"].rsplit("@", 1)[1])
+        kept = tf.train.load_checkpoint(io.join(str(tmp_path), "runs", branch.after, "checkpoints", "keep",
+                                                f"ckpt-{start}"))
+        [iterations] = [n for n in kept.get_variable_to_shape_map()
+                        if n.startswith("optimizer/") and n.split("/")[1] in ("iter", "_iterations")]
+        assert int(kept.get_tensor(iterations)) == start
+        row = next(r for r in rows if r["name"] == branch.name)
+        assert row["steps"] == branch.num_steps
+    # Each size's losses fall with its budget (the cooldowns are real training).
+    for size in {r["size"] for r in fitted}:
+        losses = [r["loss"] for r in sorted((r for r in fitted if r["size"] == size), key=lambda r: r["num_tokens"])]
+        assert losses == sorted(losses, reverse=True), losses
+
+
+def test_a_pool_starts_a_branch_only_after_its_trunk(tmp_path):
+    config = wsd_sweep(sizes=tiny_sweep().sweep.sizes[:2], workers=2, threads_per_worker=1)
+    out = sweep.run_sweep(config, str(tmp_path))
+    assert not out["failed"], out  # a branch started early would fail: its trunk's checkpoint missing
+    rows = results.read(out["results"])
+    assert sorted(r["name"] for r in rows) == sorted(r.name for r in sweep.plan(config))
