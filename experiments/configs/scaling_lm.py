@@ -1,14 +1,15 @@
 """The main job: a scaling sweep of byte-level transformer LMs on `pycode`, then fit and plan.
 
 `python -m experiments.scaling --config=experiments/configs/scaling_lm.py --workdir=DIR` trains
-5 sizes (about 57 k to 3 M non-embedding parameters) on 3 data budgets each, fits
+5 sizes (22 k to 478 k parameters, embeddings included) on 3 data budgets each, fits
 L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals, picks the compute-optimal size for
 `scaling.compute_budget`, trains it with gradient accumulation, compresses and exports it.
 `experiments.sweep` runs the sweep part alone. Variant `tiny`: seconds, for tests; `gpu`: one
 GPU host (see `_gpu` for its sizes and the arithmetic of its time).
 
-Learning rates per size come from a search sweep (README, "Scaling laws"); every run's schedule
-is warmup (5 % of its updates) then cosine to its own last update.
+Learning rates per size come from a search sweep (README, "Scaling laws"). Each size trains once
+(warmup, then its peak rate held: the wsd trunk); each data budget is a 20 % 1-sqrt cooldown
+branched from the trunk's checkpoint where that cooldown begins (Hägele et al. 2024).
 """
 import ml_collections
 
@@ -37,7 +38,7 @@ CANDIDATES = {
             "g5h": (8, 384, 6), "g7": (10, 512, 8)},
 }
 PYCODE_EPOCH = 5.74e6  # training bytes of pycode (11,213 windows of 512)
-TOKENS = {None: (4e5, 8e5, 1.6e6), "tiny": (4096, 8192), "gpu": tuple(k * PYCODE_EPOCH for k in (1, 2, 4, 8))}
+TOKENS = {None: (8e5, 1.6e6, 3.2e6), "tiny": (4096, 8192), "gpu": tuple(k * PYCODE_EPOCH for k in (1, 2, 4, 8))}
 SEQ_LEN = {None: 64, "tiny": 16, "gpu": 512}
 BATCH = {None: 4, "tiny": 8, "gpu": 32}
 
@@ -65,10 +66,12 @@ def get_config(arg=None):
     c.sweep = sweep_defaults()
     c.sweep.sizes = tuple(size_entry(k, v) for k, v in SIZES[arg].items())
     c.sweep.num_tokens = TOKENS[arg]
+    # One constant-rate trunk per size, each budget a 20 % 1-sqrt cooldown branched from it.
+    c.sweep.schedule = "wsd"
     c.sweep.workers = 1 if arg == "tiny" else 0  # 0: as many runs at once as the cores or GPUs allow
 
     c.scaling = ml_collections.ConfigDict()
-    c.scaling.compute_budget = 3e11 if arg is None else 0.0  # FLOPs of the final model; 0 = the sweep's largest run
+    c.scaling.compute_budget = 1e12 if arg is None else 0.0  # FLOPs of the final model; 0 = the sweep's largest run
     c.scaling.candidate_sizes = tuple(size_entry(k, v) for k, v in {**SIZES[arg], **CANDIDATES[arg]}.items())
     c.scaling.flops = "model"  # the runs' own FLOP counts (attention included), or 6nd
     c.scaling.params = "total"  # N and C count embeddings and logits; or non_embedding (Kaplan)
@@ -77,7 +80,7 @@ def get_config(arg=None):
     c.scaling.accum_steps = 2  # the final model trains with gradient accumulation
     c.scaling.max_added_sizes = 3  # sizes the job may add beyond the sweep to bracket N_opt
     c.compress.variants = "float32,dynamic_range,float16"
-    c.compress.eval_examples = 256 if arg is None else 32  # held-out windows run through each .tflite
+    c.compress.eval_examples = c.eval.max_examples  # the same held-out windows as the runs' eval_loss
     c.compress.latency_runs = 50 if arg is None else 5
     if arg == "gpu":
         _gpu(c)
