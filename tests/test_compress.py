@@ -116,7 +116,7 @@ def test_int8_tflite_has_int8_weights_and_agrees_with_keras(trained, tmp_path):
     assert int8["size_bytes"] < 0.6 * f32["size_bytes"]  # a tiny model: the graph is a large share
     # int8 inputs and outputs: quantized at the file's own scale, same answers.
     path = str(tmp_path / "io.tflite")
-    export.save_tflite(trained.network, path, "int8", trained.data.eval[0][:64].astype(np.float32),
+    tflite.save(trained.network, path, "int8", trained.data.eval[0][:64].astype(np.float32),
                        trained.data.train[0][:64].astype(np.float32), int8_io=True)
     io_model = tflite.TFLiteModel(path)
     assert io_model.input["dtype"] == np.int8 and io_model.output["dtype"] == np.int8
@@ -179,9 +179,9 @@ def test_interrupted_export_leaves_no_artifact_at_the_final_path(trained, tmp_pa
 
     monkeypatch.setattr(tflite.TFLiteModel, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export.save_tflite(trained.network, str(tmp_path / "new.tflite"), "float32", sample)
+        tflite.save(trained.network, str(tmp_path / "new.tflite"), "float32", sample)
     with pytest.raises(KeyboardInterrupt):
-        export.save_tflite(trained.network, path, "dynamic_range", sample)
+        tflite.save(trained.network, path, "dynamic_range", sample)
     monkeypatch.setattr(tf.saved_model, "load", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export.save_saved_model(trained.network, str(tmp_path / "saved_model"), sample)

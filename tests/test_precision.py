@@ -1,7 +1,6 @@
 """Invariant 3: precision changes speed, not the result; fp16 overflow skips the whole update."""
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 
 from conftest import tiny_config

@@ -1,5 +1,4 @@
 """Sweeps: every run planned once, schedules fitted to each run, resume, failures, shards, searches."""
-import json
 import os
 import re
 import subprocess

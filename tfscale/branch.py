@@ -12,7 +12,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from tfscale import checkpoint, config as config_lib, io, optim, workdir as workdir_lib
+from tfscale import checkpoint, io, optim, values, workdir as workdir_lib
 from tfscale.errors import ConfigError
 
 # What a branch may change: its schedule, its length, and what a resumed run may change anyway.
@@ -21,7 +21,7 @@ MAY_DIFFER = ("schedule.", "train.num_steps", "train.init_from") + workdir_lib.R
 
 def resolve(init_from):
     """(checkpoint prefix, step, source workdir or None) of `train.init_from`."""
-    path, step = config_lib.init_from_parts(init_from)
+    path, step = values.init_from_parts(init_from)
     if io.exists(path + ".index"):
         prefix = path
     else:

@@ -9,6 +9,7 @@ import math
 import ml_collections
 
 from tfscale.errors import ConfigError  # noqa: F401  (re-exported: `tfscale.config.ConfigError`)
+from tfscale.values import init_from_parts
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
@@ -164,14 +165,6 @@ def _validate_wsd(s, num_steps):
            f"{num_steps - s.cooldown_steps}, before warmup ends)")
 
 
-def init_from_parts(text):
-    """`train.init_from` "PATH@STEP" as (PATH, STEP); raises ConfigError when malformed."""
-    path, at, step = str(text).strip().rpartition("@")
-    _check(at and path.strip() and step.strip().isdigit(),
-           f"train.init_from {text!r} must be WORKDIR_OR_CHECKPOINT@STEP (e.g. runs/trunk@2400)")
-    return path.strip(), int(step)
-
-
 def _validate_init_from(t):
     if str(t.init_from).strip():
         _, step = init_from_parts(t.init_from)
@@ -208,8 +201,3 @@ def check_replicas(config, num_replicas):
     _check(t.batch_size % parts == 0,
            f"train.batch_size {t.batch_size} is not divisible by train.accum_steps {t.accum_steps} "
            f"x replicas {num_replicas} = {parts}")
-
-
-def names(text):
-    """Comma-separated names as a list (blanks dropped)."""
-    return [n.strip() for n in str(text).split(",") if n.strip()]

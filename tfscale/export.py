@@ -1,7 +1,7 @@
 """Export of a trained network, verified against Keras and written atomically through
 `tfscale.io` (local folders and `gs://` alike).
 
-TFLite files (`save_tflite`) are checked in LiteRT (`verify`, as the SavedModel), then written.
+TFLite files (`tfscale.compress.tflite.save`) are checked the same way (`verify`), then written.
 The SavedModel takes raw inputs of the network's full shape (preprocessing is inside the
 network; only the batch dimension is free) and has a `serving_default` signature returning
 `logits` (and `probabilities` for classifiers). An export that differs from Keras by more than
@@ -109,13 +109,3 @@ def save_saved_model(network, path, sample_inputs, classifier=True):
     finally:  # a failed or interrupted export leaves neither `path` nor the temporary folder
         io.rmtree(tmp)
     return check
-
-
-def save_tflite(network, path, mode, sample_inputs, representative=None, int8_io=False):
-    """Converts `network` to TFLite (`mode`: float32, dynamic_range, int8, float16, qat) and
-    writes it at `path` once the file, run in LiteRT, has matched Keras on `sample_inputs`
-    within the mode's bounds (`tflite.BOUNDS`); returns that comparison."""
-    from tfscale.compress import tflite  # pylint: disable=import-outside-toplevel  (tfmot-free)
-
-    flatbuffer = tflite.convert(network, mode, representative, int8_io)
-    return tflite.write(flatbuffer, path, network, sample_inputs, *tflite.BOUNDS[mode])

@@ -13,7 +13,6 @@ import tempfile
 import time
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 

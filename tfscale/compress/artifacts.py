@@ -52,7 +52,7 @@ def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"
         network = networks[source]
         path = io.join(outdir, f"{variant}.tflite")
         try:
-            check = export.save_tflite(network, path, mode, sample, representative, int8_io)
+            check = tflite.save(network, path, mode, sample, representative, int8_io)
         except ConfigError as e:
             raise ConfigError(f"variant {variant}: {e}") from e
         model = tflite.TFLiteModel(path)

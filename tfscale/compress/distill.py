@@ -10,13 +10,13 @@ from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from tfscale import io, models, trainer, workdir as workdir_lib
+from tfscale import io, models, trainer
 from tfscale.errors import ConfigError
 
 
-def load_teacher(teacher_workdir, run):
-    """The trained network of another workdir (same data set), in the run's strategy scope."""
-    tconfig = workdir_lib.load_config(teacher_workdir)
+def load_teacher(teacher_workdir, tconfig, run):
+    """The trained network of another workdir (same data set; `tconfig` its config, from
+    `workdir.load_config`), in the run's strategy scope."""
     if tconfig.data.name != run.config.data.name:
         raise ConfigError(f"teacher in {teacher_workdir} was trained on {tconfig.data.name!r}, "
                           f"not {run.config.data.name!r}")

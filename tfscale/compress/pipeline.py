@@ -8,8 +8,8 @@ trained baseline.
 import time
 
 from tfscale import checkpoint, config as config_lib, io, models, run as run_lib
-from tfscale import workdir as workdir_lib
-from tfscale.compress import artifacts, section, variants
+from tfscale import values, workdir as workdir_lib
+from tfscale.compress import artifacts, distill, section, variants
 
 
 class _CheckedRun(run_lib.Run):
@@ -25,7 +25,7 @@ def _check_before_training(config):
     config_lib.validate(config)
     section.validate(config)
     teacher_dir = config.compress.distill.teacher_workdir
-    if teacher_dir and "distill" in variants.phases(config_lib.names(config.compress.variants)):
+    if teacher_dir and "distill" in variants.phases(values.names(config.compress.variants)):
         workdir_lib.load_config(teacher_dir)  # a ConfigError if it is not a run
 
 
@@ -38,10 +38,13 @@ def compress(config, workdir):
         # pylint: disable-next=protected-access  (run.train's own steps, on the checked run)
         run_lib._train(run, (), t0)  # resumes, or returns at once if the run is finished
     c = config.compress
-    names = config_lib.names(c.variants)
+    names = values.names(c.variants)
     with run_lib.Run(config, workdir) as run:  # the finished run, loaded as any later job loads it
         checkpoint.restore_latest(run.manager)
-        networks, reports = variants.build(run, names)
+        d = config.compress.distill
+        teacher = (distill.load_teacher(d.teacher_workdir, workdir_lib.load_config(d.teacher_workdir), run)
+                   if d.teacher_workdir and "distill" in variants.phases(names) else None)
+        networks, reports = variants.build(run, names, teacher)
         records = artifacts.export_variants(
             networks, run.data, io.join(workdir, "compress"), names, int8_io=c.int8_io,
             representative_examples=c.representative_examples, eval_examples=c.eval_examples,

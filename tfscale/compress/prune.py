@@ -14,7 +14,7 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfscale import trainer
-from tfscale.config import names
+from tfscale.values import names
 from tfscale.errors import ConfigError
 
 PRUNABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)

@@ -6,7 +6,7 @@ ConfigError with one line.
 """
 import ml_collections
 
-from tfscale import config as config_lib
+from tfscale import values
 from tfscale.compress import variants
 from tfscale.errors import ConfigError
 
@@ -44,7 +44,7 @@ def _check(ok, message):
 def validate(config):
     """Checks the `compress` section for `experiments.compress`."""
     c = config.compress
-    wanted = config_lib.names(c.variants)
+    wanted = values.names(c.variants)
     _check(wanted, "compress.variants is empty; choose from " + ", ".join(variants.VARIANTS))
     for v in wanted:
         _check(v in variants.VARIANTS, f"unknown compress variant {v!r}; choose one of "
@@ -78,7 +78,7 @@ def check_network(config, network):
                 return reasons[phase]
         return None
 
-    for v in config_lib.names(config.compress.variants):
+    for v in values.names(config.compress.variants):
         why = refusal(v)
         if why:
             raise ConfigError(f"compress variant {v} is not available for {config.model.name} ({why}); "

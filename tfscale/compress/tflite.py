@@ -185,3 +185,11 @@ def file_sizes(path):
     """(bytes, gzip bytes) of a file: gzip shows what zeros (pruning) save on the wire."""
     content = io.read_bytes(path)
     return len(content), len(gzip.compress(content, compresslevel=9, mtime=0))
+
+
+def save(network, path, mode, sample_inputs, representative=None, int8_io=False):
+    """Converts `network` to TFLite (`mode`: float32, dynamic_range, int8, float16, qat) and
+    writes it at `path` once the file, run in LiteRT, has matched Keras on `sample_inputs`
+    within the mode's bounds (`BOUNDS`); returns that comparison."""
+    flatbuffer = convert(network, mode, representative, int8_io)
+    return write(flatbuffer, path, network, sample_inputs, *BOUNDS[mode])

@@ -45,16 +45,14 @@ def _qat(run, start, preserve_sparsity=False):
 
 
 def _student(run, start, distilled=True):
-    """compress.distill.student, taught by `start` (or compress.distill.teacher_workdir's
-    network) or trained alone on the labels: same initial weights, updates and data order."""
+    """compress.distill.student, taught by `start` (the trained network, or the teacher `build`
+    was given) or trained alone on the labels: same initial weights, updates and data order."""
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
     from tfscale import models, trainer  # pylint: disable=import-outside-toplevel
     from tfscale.compress import distill, finetune  # pylint: disable=import-outside-toplevel
 
     d, k = run.config.compress.distill, run.config.train.accum_steps
-    teacher = None
-    if distilled:
-        teacher = distill.load_teacher(d.teacher_workdir, run) if d.teacher_workdir else start[0]
+    teacher = start[0] if distilled else None
 
     def model():
         keras.utils.set_random_seed(run.config.seed)  # both students start from the same weights
@@ -114,13 +112,17 @@ def phases(variants):
     return {SOURCES[s].phase for s in sources(variants)} - {None}
 
 
-def build(run, variants):
+def build(run, variants, teacher=None):
     """({source: network}, {source: sparsity report}) for `variants`, made from `run`'s network
-    through its trainer set-up; the trained network is always there, as "float32"."""
+    through its trainer set-up; the trained network is always there, as "float32". `teacher`:
+    another run's network (`distill.load_teacher`) that teaches instead of the trained one."""
     made = {"float32": (run.network, None)}
     for name in sources(variants):
         source = SOURCES[name]
         if source.make is not None:
-            made[name] = source.make(run, made.get(source.start))
+            start = made.get(source.start)
+            if teacher is not None and source.phase == "distill" and source.start:
+                start = (teacher, None)
+            made[name] = source.make(run, start)
     return ({name: network for name, (network, _) in made.items()},
             {name: report for name, (_, report) in made.items() if report is not None})

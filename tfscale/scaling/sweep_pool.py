@@ -29,7 +29,7 @@ from absl import logging
 
 from tfscale import callbacks, io, launch
 from tfscale.errors import ConfigError
-from tfscale.scaling import sweep_results
+from tfscale.scaling import sweep_results, sweep_run
 from tfscale.scaling.sweep_worker import PROGRESS_FD
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 STOP_GRACE_SECONDS = launch.ORPHAN_GRACE_SECONDS  # after an error in the parent: SIGTERM, then SIGKILL
@@ -273,7 +273,6 @@ class Pool:
         self.progress.finish_pool_run(worker.run, self._fractions())
 
     def _row(self, worker, code):
-        from tfscale.scaling import sweep  # pylint: disable=import-outside-toplevel
         if code == 0:
             try:
                 return io.read_json(sweep_results.row_path(self.workdir, worker.run.name))
@@ -282,7 +281,7 @@ class Pool:
         line = last_line(worker.log_path, worker.log_start)
         error = f"worker {launch.describe_exit(code)}" + (f": {line}" if line else "")
         logging.error("sweep run %s failed: %s (log %s)", worker.run.name, error, worker.log_path)
-        row = sweep.failed_row(worker.run, error, time.time() - worker.t0, exit_code=code, log=worker.log_path)
+        row = sweep_run.failed_row(worker.run, error, time.time() - worker.t0, exit_code=code, log=worker.log_path)
         sweep_results.write_row(self.workdir, row)
         return row
 

@@ -43,7 +43,7 @@ def main():
     import tfscale  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (Keras 2 first)
     from tfscale import callbacks, launch, throughput  # pylint: disable=import-outside-toplevel
     from tfscale import run as run_lib  # pylint: disable=import-outside-toplevel
-    from tfscale.scaling import progress, sweep  # pylint: disable=import-outside-toplevel
+    from tfscale.scaling import progress, sweep_run  # pylint: disable=import-outside-toplevel
 
     from absl import logging  # pylint: disable=import-outside-toplevel
     logging.set_verbosity(logging.INFO)  # the run's log, as `experiments.train` writes it
@@ -57,7 +57,7 @@ def main():
     fd = int(os.environ.get(PROGRESS_FD) or -1)
     reporter = PipeReporter(fd if fd >= 0 else None)
     try:
-        sweep.run_one(job["config"], job["workdir"], run, job["train_fn"] or run_lib.train,
+        sweep_run.run_one(job["config"], job["workdir"], run, job["train_fn"] or run_lib.train,
                       (progress.progress_callback(reporter, run),))
     except callbacks.Preempted as e:
         print(e, file=sys.stderr, flush=True)

@@ -1,0 +1,86 @@
+"""One run of a sweep: trained in DIR/runs/NAME, its row (ok, or failed with its error) recorded.
+
+Shared by the sweep's own loop (`sweep`) and the pool's worker processes (`sweep_worker`).
+"""
+import time
+
+from absl import logging
+
+from tfscale import io, lock as lock_lib
+from tfscale.errors import ConfigError
+from tfscale.scaling import results as results_lib
+from tfscale.scaling import sweep_results
+from tfscale.scaling.sweep_plan import resolve_overrides
+from tfscale.scaling.sweep_spec import apply_overrides, strip_sections
+
+# How long a run waits for its workdir to be free: the workers of a pool that was just killed
+# may still be saving their checkpoints (`launch.ORPHAN_GRACE_SECONDS` at the most).
+RUN_LOCK_WAIT_SECONDS = 150
+
+
+def row_for(run, summary, config):
+    """The results row of a finished run: N, D (tokens), C in both conventions and the final eval loss."""
+    num_params, num_tokens, flops = results_lib.ndc_from_summary(summary, "total")
+    non_embedding_params, _, flops_kaplan = results_lib.ndc_from_summary(summary, "non_embedding")
+    return {
+        "name": run.name, "group": run.group, "size": run.size, "status": "ok",
+        "num_params": num_params, "non_embedding_params": non_embedding_params,
+        "num_tokens": float(num_tokens), "flops": float(flops), "flops_kaplan": float(flops_kaplan),
+        "loss": summary["eval_loss"],
+        "train_loss": summary.get("train_loss"), "steps": summary["steps"],
+        "batch_size": config.train.batch_size, "learning_rate": config.optimizer.learning_rate,
+        "overrides": {k: v for k, v in run.overrides}, "compute_budget": run.compute_budget or None,
+        "wall_seconds": summary.get("wall_seconds"),
+        **({"eval_accuracy": summary["eval_accuracy"]} if "eval_accuracy" in summary else {}),
+        **({"role": run.role} if run.role else {}),
+    }
+
+
+def failed_row(run, error, wall_seconds, **extra):
+    """The results row of a run that failed with `error` (one line)."""
+    return {"name": run.name, "group": run.group, "size": run.size, "status": "failed", "error": error,
+            "overrides": {k: v for k, v in run.overrides}, "wall_seconds": wall_seconds, **extra}
+
+
+def _lock_run_dir(run_dir):
+    deadline = time.time() + RUN_LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return lock_lib.WorkdirLock(run_dir).acquire()
+        except ConfigError:
+            if time.time() > deadline:
+                raise
+            logging.log_first_n(logging.INFO, "sweep: %s is in use; waiting for it", 1, run_dir)
+            time.sleep(1.0)
+
+
+def run_one(config, workdir, run, train_fn, callbacks=()):
+    """Trains one planned run into DIR/runs/NAME and records its row (ok, or failed with its
+    error: a failed run must not stop the sweep); returns the row. `callbacks.Preempted`
+    propagates with nothing recorded: the next invocation resumes the run."""
+    from tfscale import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+
+    run_config = strip_sections(apply_overrides(config, resolve_overrides(run.overrides, workdir)))
+    run_dir = io.join(workdir, "runs", run.name)
+    t0 = time.time()
+    try:
+        lock = _lock_run_dir(run_dir)
+        try:
+            summary = train_fn(run_config, run_dir, tuple(callbacks))
+        finally:
+            lock.release()
+        row = row_for(run, summary, run_config)
+    except callbacks_lib.Preempted:
+        raise
+    except Exception as e:  # pylint: disable=broad-except  (recorded; the sweep goes on)
+        logging.exception("sweep run %s failed", run.name)
+        message = str(e).strip().splitlines()
+        row = failed_row(run, f"{type(e).__name__}: {message[0] if message else ''}", time.time() - t0)
+    finally:
+        keras.backend.clear_session()
+    sweep_results.write_row(workdir, row)
+    if row["status"] == "ok":
+        logging.info("sweep %s: N %d, D %.3g, C %.3g, loss %.4f (%.0f s)", run.name, row["num_params"],
+                     row["num_tokens"], row["flops"], row["loss"], time.time() - t0)
+    return row
