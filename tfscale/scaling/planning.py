@@ -1,16 +1,17 @@
-"""What a fitted law says to do: compute-optimal allocations, the compute to reach a loss, isoFLOPs.
+"""What a fitted law says to do: the models' FLOPs per token, isoFLOP minima, the plan against
+the swept sizes; and, for parameter dicts of the Chinchilla law, its allocation and loss.
 
-With C = 6ND, minimising L(N, D) = E + A/N^alpha + B/D^beta under fixed C has a closed form
-(Hoffmann et al. 2022, Appendix D): N_opt = G (C/6)^a, D_opt = (C/6)^b / G with
-G = (alpha A / (beta B))^(1/(alpha+beta)), a = beta/(alpha+beta), b = alpha/(alpha+beta).
-Small models spend a large share of their FLOPs outside the 6N weight matmuls (attention,
-embeddings), so the model's own FLOP count per token can be used instead: it is fitted from the
-sweep's rows as a power law in N and the allocation is then found numerically.
+The allocation itself belongs to each law (`Law.allocation`). Small models spend a large share
+of their FLOPs outside the 6N weight matmuls (attention, embeddings), so the model's own FLOP
+count per token can be used instead of 6N: it is fitted from the sweep's rows as a power law in N.
 """
 import math
 
 import numpy as np
-from scipy import optimize
+
+from tfscale.scaling import laws
+
+_CHINCHILLA = laws.LAWS["chinchilla"]
 
 
 def flops_per_token_fn(rows=None):
@@ -28,63 +29,22 @@ def flops_per_token_fn(rows=None):
 
 def chinchilla_loss(p, n, d):
     """L(N, D) of the Chinchilla law `p` (inf, not an exception, for a degenerate bootstrap refit)."""
-    with np.errstate(all="ignore"):
-        return float(p["E"] + p["A"] / np.float64(n) ** p["alpha"] + p["B"] / np.float64(d) ** p["beta"])
+    return _CHINCHILLA.loss(p, n, d)
 
 
 def compute_optimal(params, flops, per_token=None):
-    """(N_opt, D_opt) for a compute budget `flops` under the Chinchilla law `params`.
-
-    per_token: None for C = 6ND (closed form), else a function N -> FLOPs per token.
-    """
-    a, b = np.float64(params["alpha"]), np.float64(params["beta"])
-    if per_token is None:
-        # NumPy floats: a degenerate bootstrap refit (an exponent or coefficient at 0) gives
-        # inf/nan here, which its interval then ignores, instead of raising.
-        with np.errstate(all="ignore"):
-            g = (a * params["A"] / (b * params["B"])) ** (1 / (a + b))
-            return float(g * (flops / 6) ** (b / (a + b))), float((flops / 6) ** (a / (a + b)) / g)
-    n6, _ = compute_optimal(params, flops)  # the 6ND optimum brackets the search
-    if not (math.isfinite(n6) and n6 > 0):
-        return float("nan"), float("nan")
-
-    def loss_at(log_n):
-        n = math.exp(log_n)
-        return chinchilla_loss(params, n, flops / per_token(n))
-
-    result = optimize.minimize_scalar(loss_at, bounds=(math.log(n6) - 10, math.log(n6) + 10),
-                                      method="bounded", options={"xatol": 1e-9})
-    n = math.exp(result.x)
-    return n, flops / per_token(n)
+    """(N_opt, D_opt) for budget `flops` under the Chinchilla law `params` (`Law.allocation`)."""
+    return _CHINCHILLA.allocation(params, flops, per_token)
 
 
 def optimal_loss(params, flops, per_token=None):
-    n, d = compute_optimal(params, flops, per_token)
-    return chinchilla_loss(params, n, d)
+    return _CHINCHILLA.optimal_loss(params, flops, per_token)
 
 
 def target_loss(params, loss, per_token=None):
-    """The smallest-compute (N, D, C) predicted to reach `loss`; None when loss <= E.
-
-    For C = 6ND the optimum balances the two terms, alpha A/N^alpha = beta B/D^beta, which
-    gives N and D directly; otherwise C is found by root finding on the optimal loss.
-    """
-    e, a, b = params["E"], np.float64(params["alpha"]), np.float64(params["beta"])
-    if loss <= e:
-        return None
-    if per_token is None:
-        with np.errstate(all="ignore"):  # a degenerate refit gives inf/nan, not an exception
-            x = (loss - e) * b / (a + b)  # A / N^alpha at the optimum
-            y = (loss - e) * a / (a + b)  # B / D^beta
-            n, d = (params["A"] / x) ** (1 / a), (params["B"] / y) ** (1 / b)
-            return float(n), float(d), float(6 * n * d)
-    try:
-        log_c = optimize.brentq(lambda lc: optimal_loss(params, math.exp(lc), per_token) - loss, 0.0, 250.0,
-                                xtol=1e-10)
-    except (ValueError, RuntimeError):  # the optimal loss does not cross `loss` for C in [1, e^250]
-        return float("nan"), float("nan"), float("nan")
-    n, d = compute_optimal(params, math.exp(log_c), per_token)
-    return n, d, math.exp(log_c)
+    """The smallest-compute (N, D, C) predicted to reach `loss`; None when loss <= E."""
+    found = _CHINCHILLA.target(params, loss, per_token)
+    return None if found is None else tuple(found[k] for k in ("num_params", "num_tokens", "flops"))
 
 
 def isoflop_groups(rows, tolerance=0.3):
