@@ -60,30 +60,30 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
 
     params: how N and C are counted, `total` (everything) or `non_embedding` (Kaplan's), see
     `results.in_convention`; fit.json's `params_convention` says which the fit used.
-    inits: L-BFGS starting points (default: every `grid_stride`-th point of `fit.grid`).
+    inits: L-BFGS starting points (default: every `grid_stride`-th point of `law.grid()`).
     """
     rows, convention = results_lib.in_convention(rows, params)
     auto = law is None
     law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
     reason = fit_lib.undetermined(rows, law)
-    if reason and auto and law.name == "c":  # chosen only because neither N nor D varies: say that
-        reason = fit_lib.undetermined(rows, laws_lib.LAWS["chinchilla"])
+    if reason and auto and not any(laws_lib.varying(rows).values()):  # neither N nor D varies: say that
+        reason = fit_lib.undetermined(rows, laws_lib.LAWS[laws_lib.DEFAULT])
     if reason:
         raise ConfigError(reason)
     if inits is None:
-        inits = fit_lib.grid(law.num_terms)[::grid_stride]
-    allocating = law.name == "chinchilla"
+        inits = law.grid()[::grid_stride]
+    allocating = law.allocates
     budgets = list(budgets or (default_budgets(rows) if allocating else []))
     per_token = planning.flops_per_token_fn(rows) if flops == "model" else None
 
     def derived(p):
         out = {}
         if allocating and budgets:
-            plans = [planning.compute_optimal(p, c, per_token) for c in budgets]
+            plans = [law.allocation(p, c, per_token) for c in budgets]
             out["num_params_opt"] = [n for n, _ in plans]
             out["num_tokens_opt"] = [d for _, d in plans]
         if target_loss is not None:
-            out["target"] = _target(law, p, target_loss, per_token)
+            out["target"] = law.target(p, target_loss, per_token)
         return out
 
     logging.info("fitting %s to %d points (%d bootstrap refits)", law.formula, len(rows), bootstrap)
@@ -105,7 +105,7 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
         p = result["params"]
         out["compute_optimal"] = [
             _plan(law, p, {"flops": c},
-                  {"num_params": n, "num_tokens": d, "loss": planning.optimal_loss(p, c, per_token)},
+                  {"num_params": n, "num_tokens": d, "loss": law.optimal_loss(p, c, per_token)},
                   {"num_params_ci": ci["num_params_opt"][i], "num_tokens_ci": ci["num_tokens_opt"][i]}
                   if "num_params_opt" in ci else {})
             for i, (c, n, d) in enumerate(zip(budgets, best["num_params_opt"], best["num_tokens_opt"]))]
@@ -141,18 +141,6 @@ def no_plan(law, params, values):
                     f"loss does not fall with {fit_lib.VARY[column]}")
     bad = [k for k, v in values.items() if not (v is not None and math.isfinite(v) and v > 0)]
     return f"the fitted law gives no finite, positive {' or '.join(bad)}" if bad else None
-
-
-def _target(law, p, loss, per_token):
-    """Smallest compute predicted to reach `loss` (dict), or None if the law never gets there."""
-    if law.name == "chinchilla":
-        found = planning.target_loss(p, loss, per_token)
-        return None if found is None else dict(zip(("num_params", "num_tokens", "flops"), found))
-    if loss <= p["E"]:
-        return None
-    column = law.columns[0]
-    with np.errstate(all="ignore"):  # an exponent at 0 gives inf, not an exception
-        return {column: float((p[law.coefficients[0]] / (loss - p["E"])) ** (1 / np.float64(p[law.exponents[0]])))}
 
 
 def _target_ci(samples, best):

@@ -18,8 +18,7 @@ from absl import logging
 
 from tfscale import io
 from tfscale.errors import ConfigError
-from tfscale.scaling import (analysis, laws, learning_rates, plan_check, planning, report, results, rounds,
-                            sweep)
+from tfscale.scaling import analysis, laws, learning_rates, plan_check, report, results, rounds, sweep
 
 
 def choose_size(candidates, costs, num_params, swept_range):
@@ -128,7 +127,7 @@ def run(config, workdir):
         models.append({"size": size, "role": role, "num_params": n, "num_tokens": d, "flops": c,
                        "steps": summary["steps"], "learning_rate": cfg.optimizer.learning_rate,
                        "eval_loss": summary["eval_loss"], "workdir": size_dir,
-                       "predicted_loss": float(planning.chinchilla_loss(result["params"], n, d))})
+                       "predicted_loss": float(laws.LAWS[result["law"]].loss(result["params"], n, d))})
     times["plan_check_train"] = time.time() - t
     t = time.time()
     for m in models:

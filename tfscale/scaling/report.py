@@ -14,7 +14,8 @@ from tfscale.scaling import laws as laws_lib  # noqa: E402
 from tfscale.scaling import planning  # noqa: E402
 from tfscale.scaling import results as results_lib  # noqa: E402
 
-LABELS = {"num_params": "parameters N", "num_tokens": "training tokens D", "flops": "training FLOPs C"}
+LABELS = {"num_params": "parameters N", "num_tokens": "training tokens D", "flops": "training FLOPs C",
+          "frontier": "training FLOPs C"}
 COUNTING = {  # models/card.py
     "total": "N counts every parameter (embeddings included, a tied table once) and C every training FLOP "
              "(output logits and attention included)",
@@ -76,17 +77,17 @@ def plot(path, result, rows):
     """Loss against each of the law's variables with the fitted curves and 95 % bootstrap bands;
     the compute-optimal frontier against C; isoFLOP profiles when the sweep has them."""
     law = laws_lib.LAWS[result["law"]]
-    panels = list(law.columns) + (["flops"] if law.name == "chinchilla" else [])
+    panels = list(law.panels)
     if result.get("isoflop"):
         panels.append("isoflop")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         if panel == "isoflop":
             _isoflop_panel(ax, result, rows)
-        elif law.name == "chinchilla" and panel != "flops":
-            _chinchilla_panel(ax, law, result, rows, panel)
-        elif panel == "flops" and law.name == "chinchilla":
-            _frontier_panel(ax, result, rows)
+        elif panel == "frontier":
+            _frontier_panel(ax, law, result, rows)
+        elif len(law.columns) > 1:
+            _by_other_panel(ax, law, result, rows, panel)
         else:
             x = np.array([float(r[panel]) for r in rows])
             ax.scatter(x, [float(r["loss"]) for r in rows], s=18, color="k", zorder=3)
@@ -110,8 +111,9 @@ def plot(path, result, rows):
     os.replace(path + ".tmp.png", path)
 
 
-def _chinchilla_panel(ax, law, result, rows, column):
-    other = "num_tokens" if column == "num_params" else "num_params"
+def _by_other_panel(ax, law, result, rows, column):
+    """Loss against `column`, one colour and curve per value of the law's other column."""
+    other = next(c for c in law.columns if c != column)
     values = sorted({float(r[other]) for r in rows})
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(values)))
     x = np.array([float(r[column]) for r in rows])
@@ -126,15 +128,15 @@ def _chinchilla_panel(ax, law, result, rows, column):
         ax.legend(fontsize=7)
 
 
-def _frontier_panel(ax, result, rows):
+def _frontier_panel(ax, law, result, rows):
     per_token = planning.flops_per_token_fn(rows) if result.get("flops_model") == "model" else None
     c = np.array([float(r["flops"]) for r in rows])
     ax.scatter(c, [float(r["loss"]) for r in rows], s=18, color="k", zorder=3, label="runs")
     cs = np.geomspace(c.min() / 2, max(c.max(), *[p["flops"] for p in result.get("compute_optimal", [])]) * 2, 60)
-    ax.plot(cs, [planning.optimal_loss(result["params"], v, per_token) for v in cs], color="C3",
+    ax.plot(cs, [law.optimal_loss(result["params"], v, per_token) for v in cs], color="C3",
             label="compute-optimal L(C)")
     if result.get("samples"):
-        curves = np.array([[planning.optimal_loss(p, v, per_token) for v in cs] for p in result["samples"][:200]])
+        curves = np.array([[law.optimal_loss(p, v, per_token) for v in cs] for p in result["samples"][:200]])
         ax.fill_between(cs, *np.nanpercentile(curves, [2.5, 97.5], axis=0), color="C3", alpha=0.15, lw=0)
     ax.legend(fontsize=7)
 
@@ -205,7 +207,7 @@ def markdown(result):
     t = result.get("target")
     if t:
         if t.get("reachable") is False:
-            lines += [f"## Target loss {t['loss']}", "", f"Not reachable: the fitted E is {result['params']['E']:.4g}.", ""]
+            lines += [f"## Target loss {t['loss']}", "", f"Not reachable: the fitted E is {law.irreducible(result['params']):.4g}.", ""]
         elif t.get("undetermined"):
             lines += [f"## Target loss {t['loss']}", "", f"No compute is predicted: {t['undetermined']}.", ""]
         else:
