@@ -2,7 +2,7 @@
 
 Adding a law is a module with its `Law` subclass and one entry here.
 """
-from tfscale.scaling import power_laws
+from tfscale.scaling import kaplan, power_laws
 
 LAWS = {law.name: law for law in (
     power_laws.Chinchilla("chinchilla", "L(N, D) = E + A/N^alpha + B/D^beta",
@@ -10,6 +10,8 @@ LAWS = {law.name: law for law in (
     power_laws.OneTerm("n", "L(N) = E + A/N^alpha", ("num_params",), ("A",), ("alpha",)),
     power_laws.OneTerm("d", "L(D) = E + B/D^beta", ("num_tokens",), ("B",), ("beta",)),
     power_laws.OneTerm("c", "L(C) = E + A/C^alpha", ("flops",), ("A",), ("alpha",)),
+    kaplan.Kaplan("kaplan", "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D",
+                  ("num_params", "num_tokens"), ("N_c", "D_c"), ("alpha_N", "alpha_D")),
 )}
 DEFAULT = "chinchilla"  # the law of N and D that `choose` takes
 
