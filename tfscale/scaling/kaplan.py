@@ -27,8 +27,9 @@ class Kaplan(law_lib.Law):
         return {name: float(x) for name, x in zip(self.param_names, values)}
 
     def to_theta(self, params):
-        r = params["alpha_N"] / params["alpha_D"]
-        return np.array([r * np.log(params["N_c"]), np.log(params["D_c"]), r, params["alpha_D"]], np.float64)
+        with np.errstate(all="ignore"):
+            r = np.float64(params["alpha_N"]) / params["alpha_D"]
+            return np.array([r * np.log(params["N_c"]), np.log(params["D_c"]), r, params["alpha_D"]], np.float64)
 
     def _inner(self, theta, x):
         u, v, r, _ = theta
