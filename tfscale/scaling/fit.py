@@ -27,14 +27,14 @@ def objective(theta, x, y, law, delta=HUBER_DELTA, weights=None):
 
     `weights` (one per point) lets a bootstrap resample be a weighted fit of the unique points.
     """
-    log_l, jac = law.log_predict_grad(theta, x)
+    log_l, grad = law.log_predict_grad(theta, x)
     r = log_l - y
     abs_r = np.abs(r)
     h = np.where(abs_r <= delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
     dr = np.clip(r, -delta, delta)  # d huber / d r
     if weights is not None:
         h, dr = h * weights, dr * weights
-    return float(h.sum()), dr @ jac
+    return float(h.sum()), grad(dr)
 
 
 def grid(k):

@@ -44,7 +44,12 @@ class Kaplan(law_lib.Law):
         terms = self._inner(theta, x)
         s = logsumexp(terms, axis=-1)
         w = np.exp(terms - s[:, None])  # softmax weights of the two terms
-        return a * s, np.stack([a * w[:, 0], a * w[:, 1], -a * w[:, 0] * x[:, 0], s], axis=-1)
+
+        def grad(v):
+            aw = (a * v)[:, None] * w
+            return np.array([aw[:, 0].sum(), aw[:, 1].sum(), -aw[:, 0] @ x[:, 0], v @ s])
+
+        return a * s, grad
 
     def grid(self):
         points = itertools.product(GRID["log_c"], GRID["log_c"], GRID["alpha"], GRID["alpha"])

@@ -49,7 +49,8 @@ class Law:
         raise NotImplementedError
 
     def log_predict_grad(self, theta, x):
-        """(log L [n], d log L / d theta [n, len(theta)]) for one `theta`."""
+        """(log L [n], grad) for one `theta`: grad(v) is the gradient in theta of sum_n v_n log L_n,
+        so the fitter never builds the [n, len(theta)] Jacobian."""
         raise NotImplementedError
 
     def grid(self):

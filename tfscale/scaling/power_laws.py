@@ -67,8 +67,12 @@ class PowerSum(law_lib.Law):
         top = terms.max(axis=-1, keepdims=True)
         exp = np.exp(terms - top)
         total = exp.sum(axis=-1)
-        w = exp / total[:, None]  # d log L / d term (softmax weights)
-        return top[:, 0] + np.log(total), np.concatenate([w, -w[:, 1:] * x], axis=1)
+
+        def grad(v):
+            w = exp * (v / total)[:, None]  # v times d log L / d term (softmax weights), [n, 1+k]
+            return np.concatenate([[w[:, 0].sum()], w[:, 1:].sum(axis=0), -np.einsum("nk,nk->k", w[:, 1:], x)])
+
+        return top[:, 0] + np.log(total), grad
 
     def grid(self):
         return grid(self.num_terms)
