@@ -13,8 +13,9 @@ from experiments import cli
 
 flags.DEFINE_string("results", None, "results.jsonl (or .csv with the same columns) from experiments.sweep.")
 flags.DEFINE_string("workdir", None, "Folder for fit.json, scaling.png and report.md.")
-flags.DEFINE_enum("law", "auto", ["auto", "chinchilla", "n", "d", "c"],
-                  "auto: chinchilla when both N and D vary, else the law of the one that varies.")
+flags.DEFINE_enum("law", "auto", ["auto", "chinchilla", "n", "d", "c", "kaplan"],
+                  "auto: chinchilla when both N and D vary, else the law of the one that varies; "
+                  "kaplan: Kaplan et al.'s L(N, D), whose N and D terms interact.")
 flags.DEFINE_multi_float("compute_budget", [], "FLOP budgets to plan for (default: 1x to 100x the largest run).")
 flags.DEFINE_float("target_loss", None, "Also report the smallest compute predicted to reach this loss.")
 flags.DEFINE_integer("bootstrap", 200, "Bootstrap refits for the intervals (0: none).", lower_bound=0)
@@ -25,8 +26,8 @@ flags.DEFINE_enum("params", "total", ["total", "non_embedding"],
 flags.DEFINE_integer("drop_highest_loss", 0, "Leave out the K highest-loss points (extraction outliers).",
                      lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
-flags.DEFINE_integer("grid_stride", 1, "Start L-BFGS from every k-th point of the 4,500-point initialisation "
-                     "grid (1: all of them, as Hoffmann et al.; larger: a quicker look).", lower_bound=1)
+flags.DEFINE_integer("grid_stride", 1, "Start L-BFGS from every k-th point of the law's initialisation grid "
+                     "(Chinchilla: 4,500 points, as Hoffmann et al.; 1: all of them; larger: a quicker look).", lower_bound=1)
 flags.mark_flags_as_required(["results", "workdir"])
 
 

@@ -1,11 +1,13 @@
 """Scaling laws: sweeps over model size and data, fits with uncertainty, compute-optimal plans.
 
-  results.py   the results file a sweep appends to and a fit reads
-  sweep.py     plan the runs of a sweep, run them (resumable, sharded, with searches)
-  laws.py      the laws, all of the form E + sum_j A_j / x_j^alpha_j
-  fit.py       Chinchilla's Approach 3 fitter and bootstrap intervals
-  planning.py  compute-optimal N and D, the compute to reach a loss, isoFLOP minima
-  analysis.py  everything fit.json holds; report.py writes it with scaling.png and report.md
+  results.py         the results rows a sweep writes and a fit reads (both parameter counts)
+  sweep.py           run a sweep: resumable, sharded, in a local pool (sweep_spec, sweep_plan,
+                     sweep_run, sweep_pool, sweep_worker, sweep_results, progress)
+  law.py, laws.py    what a law owns, and the registry: power_laws (chinchilla, n, d, c), kaplan
+  fit.py             Chinchilla's Approach 3 fitter (any law) and bootstrap intervals
+  planning.py        where N_opt lies against the sweep, isoFLOP minima; learning_rates per size
+  analysis.py        everything fit.json holds; report.py writes it with scaling.png and report.md
+  pipeline.py        the main job: sweep, fit, plan rounds, the plan check, final model
 """
 import math
 
