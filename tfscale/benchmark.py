@@ -207,6 +207,8 @@ def sweep_config(config, setting_name):
     c.unlock()
     c.sweep.sizes, c.sweep.num_tokens, c.sweep.compute_budgets = c.sweep.sizes[:s["sizes"]], s["num_tokens"], ()
     c.sweep.search, c.sweep.search_mode = "optimizer.learning_rate=" + ",".join(map(str, s["learning_rates"])), "grid"
+    if "schedule" in c.sweep:
+        c.sweep.schedule = "cosine"  # independent runs (a wsd branch waits for its trunk)
     return c.lock()
 
 
