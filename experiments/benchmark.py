@@ -31,8 +31,8 @@ def main():
     base = scaling_lm.get_config("tiny" if setting == "tiny" else None) if f.sweep or f.sweep_only else None
     os.makedirs(f.workdir, exist_ok=True)
     if f.sweep_only:
-        ratio, raw = benchmark.pool_vs_serial(benchmark.sweep_config(base, setting),
-                                              benchmark.SETTINGS[setting]["sweep"]["workers"])
+        spec = benchmark.SETTINGS[setting]["sweep"]
+        ratio, raw = benchmark.pool_vs_serial(benchmark.sweep_config(base, setting), spec["workers"], spec["rounds"])
         io.write_json(os.path.join(f.workdir, "benchmark_sweep.json"), {"sweep_pool_vs_serial": ratio, "raw": raw})
         print("| benchmark | measured | goal |\n|---|---|---|\n| {} | {} | {} |".format(*benchmark.sweep_row(ratio, raw)))
         return

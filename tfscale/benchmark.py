@@ -27,15 +27,15 @@ SETTINGS = {  # model and batch sizes per mode; `tiny` is for tests
     "tiny": dict(mlp=dict(width=64, depth=2), features=32, micro_batch=16, accum=4, steps=3, repeats=2,
                  lm=dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, seq_len=16), lm_batch=4,
                  lm_steps=2, lm_repeats=2,
-                 sweep=dict(sizes=1, num_tokens=(2048,), learning_rates=(1e-2, 2e-2), workers=2)),
+                 sweep=dict(sizes=1, num_tokens=(2048,), learning_rates=(1e-2, 2e-2), workers=2, rounds=1)),
     "quick": dict(mlp=dict(width=1024, depth=3), features=256, micro_batch=128, accum=8, steps=40,
                   repeats=7, lm=dict(num_layers=4, d_model=256, num_heads=4, d_ff=1024, seq_len=128),
                   lm_batch=16, lm_steps=8, lm_repeats=5,
-                  sweep=dict(sizes=2, num_tokens=(4e5,), learning_rates=(2e-3, 3e-3), workers=2)),
+                  sweep=dict(sizes=2, num_tokens=(4e5,), learning_rates=(2e-3, 3e-3), workers=2, rounds=2)),
     "full": dict(mlp=dict(width=2048, depth=4), features=512, micro_batch=256, accum=8, steps=60,
                  repeats=9, lm=dict(num_layers=8, d_model=512, num_heads=8, d_ff=2048, seq_len=256),
                  lm_batch=32, lm_steps=10, lm_repeats=7,
-                 sweep=dict(sizes=3, num_tokens=(8e5,), learning_rates=(2e-3, 3e-3), workers=2)),
+                 sweep=dict(sizes=3, num_tokens=(8e5,), learning_rates=(2e-3, 3e-3), workers=2, rounds=3)),
 }
 
 
@@ -207,6 +207,8 @@ def sweep_config(config, setting_name):
     c.unlock()
     c.sweep.sizes, c.sweep.num_tokens, c.sweep.compute_budgets = c.sweep.sizes[:s["sizes"]], s["num_tokens"], ()
     c.sweep.search, c.sweep.search_mode = "optimizer.learning_rate=" + ",".join(map(str, s["learning_rates"])), "grid"
+    if "schedule" in c.sweep:
+        c.sweep.schedule = "cosine"  # independent runs (a wsd branch waits for its trunk)
     return c.lock()
 
 
@@ -216,27 +218,35 @@ def _cpu_seconds():
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def pool_vs_serial(config, workers=2):
+def pool_vs_serial(config, workers=2, rounds=1):
     """Planned sweep FLOPs per second: the sweep run by a pool of `workers` processes against the
-    same sweep one run after another in this process, each into a fresh folder."""
+    same sweep one run after another in this process, each into a fresh folder, alternating for
+    `rounds` rounds; the ratio is the median of the per-round ratios."""
     from tfscale.scaling import sweep  # pylint: disable=import-outside-toplevel
     flops = sum(r.cost for r in sweep.plan(config))
     raw = {"planned_flops": flops, "runs": len(sweep.plan(config)), "workers": workers,
-           "sizes": list(config.sweep.sizes), "num_tokens": list(config.sweep.num_tokens)}
-    for name, count in (("serial", 1), ("pool", workers)):
-        c = config.copy_and_resolve_references()
-        c.unlock()
-        c.sweep.workers = count
-        with tempfile.TemporaryDirectory(prefix=f"tfscale-bench-sweep-{name}-") as workdir:
-            start, cpu = time.perf_counter(), _cpu_seconds()
-            out = sweep.run_sweep(c.lock(), workdir)
-            seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-        if out["failed"]:
-            raise RuntimeError(f"benchmark sweep ({name}): runs failed: {out['failed']}")
-        raw[name] = {"seconds": seconds, "flops_per_sec": flops / seconds, "cpu_seconds": cpu}
-        logging.info("sweep %s: %.1f s, %.3g FLOP/s", name, seconds, flops / seconds)
+           "sizes": list(config.sweep.sizes), "num_tokens": list(config.sweep.num_tokens),
+           "load_before": os.getloadavg(), "rounds": []}
+    for _ in range(rounds):
+        timed = {}
+        for name, count in (("serial", 1), ("pool", workers)):
+            c = config.copy_and_resolve_references()
+            c.unlock()
+            c.sweep.workers = count
+            with tempfile.TemporaryDirectory(prefix=f"tfscale-bench-sweep-{name}-") as workdir:
+                start, cpu = time.perf_counter(), _cpu_seconds()
+                out = sweep.run_sweep(c.lock(), workdir)
+                seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+            if out["failed"]:
+                raise RuntimeError(f"benchmark sweep ({name}): runs failed: {out['failed']}")
+            timed[name] = {"seconds": seconds, "flops_per_sec": flops / seconds, "cpu_seconds": cpu}
+            logging.info("sweep %s: %.1f s (%.0f CPU s), %.3g FLOP/s", name, seconds, cpu, flops / seconds)
+        raw["rounds"].append(timed)
+    for name in ("serial", "pool"):
+        raw[name] = {k: statistics.median(r[name][k] for r in raw["rounds"]) for k in raw["rounds"][0][name]}
     raw["load_average"] = os.getloadavg()
-    return raw["pool"]["flops_per_sec"] / raw["serial"]["flops_per_sec"], raw
+    ratio = statistics.median(r["pool"]["flops_per_sec"] / r["serial"]["flops_per_sec"] for r in raw["rounds"])
+    return ratio, raw
 
 
 def run_all(setting_name, policy_name="auto", sweep_base=None):
@@ -257,7 +267,8 @@ def run_all(setting_name, policy_name="auto", sweep_base=None):
     growth = {k: v["peak_bytes"] - v["before_bytes"] for k, v in mem.items()}
     sweep_rows = {}
     if sweep_base is not None:
-        ratio_pool, raw_pool = pool_vs_serial(sweep_config(sweep_base, setting_name), setting["sweep"]["workers"])
+        ratio_pool, raw_pool = pool_vs_serial(sweep_config(sweep_base, setting_name), setting["sweep"]["workers"],
+                                              setting["sweep"]["rounds"])
         logging.info("sweep pool_vs_serial %.3f", ratio_pool)
         sweep_rows = {"sweep_pool_vs_serial": ratio_pool, "sweep": raw_pool}
     return {
@@ -311,7 +322,8 @@ def sweep_row(ratio, raw):
     gflops = lambda name: (f"{raw[name]['flops_per_sec'] / 1e9:.2f} GFLOP/s in {raw[name]['seconds']:.0f} s, "  # noqa: E731
                            f"{raw[name]['cpu_seconds']:.0f} CPU s")
     return (f"sweep FLOP/s, pool of {raw['workers']} / one process ({raw['runs']} runs)",
-            f"{ratio:.3f} ({gflops('pool')} / {gflops('serial')}; load {raw['load_average'][0]:.1f})",
+            f"{ratio:.3f} ({gflops('pool')} / {gflops('serial')}; load average before "
+            f"{raw['load_before'][0]:.1f}, after {raw['load_average'][0]:.1f})",
             f">= 1.8 ({raw['workers']} workers on {raw['workers']} cores)")
 
 
