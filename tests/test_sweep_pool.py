@@ -13,16 +13,8 @@ import uuid
 from experiments.configs import scaling_lm
 from tfscale import io
 from tfscale.scaling import results, sweep, sweep_pool
+from test_sweep import ROOT, tiny_sweep
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_sweep(**sweep_keys):
-    c = scaling_lm.get_config("tiny")
-    c.unlock()
-    for key, value in sweep_keys.items():
-        c.sweep[key] = value
-    return c.lock()
 
 
 def fake_train(config, workdir, callbacks):  # pylint: disable=unused-argument
