@@ -142,7 +142,7 @@ def in_convention(rows, convention="total"):
     them the answer is "non_embedding" whatever was asked."""
     check_convention(convention)
     if convention == "total" and any("non_embedding_params" not in r for r in rows):
-        logging.warning("fitting non-embedding counts: some rows have no total parameter count")
+        logging.warning("some rows have no total parameter count: their non-embedding counts are used")
         convention = "non_embedding"
     if convention == "total":
         return list(rows), convention
