@@ -28,6 +28,15 @@ def tiny_config(**overrides):
     return config
 
 
+def one_error_line(proc):
+    """The one `error: ...` line of a command refused as a user mistake (exit 2, no traceback)."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
+
+
 @pytest.fixture
 def make_config():
     return tiny_config
