@@ -21,6 +21,8 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     job = json.loads((workdir / "scaling.json").read_text())
     config = scaling_lm.get_config("tiny")
     rows = results.load(str(workdir / "sweep" / "results.jsonl"))
+    recorded = results.read(str(workdir / "sweep" / "results.jsonl"))  # wsd trunks too
+    assert len(recorded) == len(rows) + len(job["sweep"]["sizes"])  # a trunk per size, kept out of the fit
     # the sweep's sizes, and any the job added beyond them to bracket N_opt
     assert job["sweep"]["sizes"][:len(config.sweep.sizes)] == [s.split(":")[0] for s in config.sweep.sizes]
     assert len(rows) == len(job["sweep"]["sizes"]) * len(config.sweep.num_tokens) == job["sweep"]["runs"]
@@ -66,7 +68,7 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 to run" in again.stderr and "already trained" in again.stderr
-    assert len(results.read(str(workdir / "sweep" / "results.jsonl"))) == len(rows)
+    assert results.read(str(workdir / "sweep" / "results.jsonl")) == recorded
 
 
 def test_final_config_keeps_the_recipe_at_the_chosen_size():

@@ -15,6 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_sweep(**sweep_keys):
+    """The tiny main-job sweep; cosine (one run per size and budget) unless a test asks for wsd."""
+    sweep_keys.setdefault("schedule", "cosine")
     c = scaling_lm.get_config("tiny")
     c.unlock()
     for key, value in sweep_keys.items():
@@ -110,7 +112,8 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on_then_retried(tmp_path):
 def test_sweep_cli_resumes_after_sigkill_and_skips_finished_runs(tmp_path):
     args = [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/scaling_lm.py:tiny",
             f"--workdir={tmp_path}", "--config.sweep.sizes=('a: num_layers=1,d_model=8,num_heads=2,d_ff=32',)",
-            "--config.sweep.num_tokens=(8192, 65536)", "--config.checkpoint.every_steps=8"]
+            "--config.sweep.num_tokens=(8192, 65536)", "--config.checkpoint.every_steps=8",
+            "--config.sweep.schedule=cosine"]
     checkpoint = tmp_path / "runs" / "a_T6.55e4" / "checkpoints" / "checkpoint"
     with open(tmp_path / "log.txt", "w") as log:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

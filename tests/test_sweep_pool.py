@@ -134,7 +134,8 @@ def test_pool_forwards_sigterm_and_a_killed_pool_resumes_every_run_exactly_once(
             f"--workdir={tmp_path}", "--config.sweep.workers=2",
             "--config.sweep.sizes=('a: num_layers=1,d_model=8,num_heads=2,d_ff=32', "
             "'b: num_layers=1,d_model=16,num_heads=2,d_ff=64')",
-            "--config.sweep.num_tokens=(8192, 65536)", "--config.checkpoint.every_steps=8"]
+            "--config.sweep.num_tokens=(8192, 65536)", "--config.checkpoint.every_steps=8",
+            "--config.sweep.schedule=cosine"]
     checkpoints = lambda: glob.glob(str(tmp_path / "runs" / "*_T6.55e4" / "checkpoints" / "checkpoint"))  # noqa
     locks = lambda: [p for p in glob.glob(str(tmp_path / "runs" / "*" / ".lock")) if _locked(p)]  # noqa
     with open(tmp_path / "log1.txt", "w") as log:  # SIGTERM once a large run has a checkpoint
