@@ -1,4 +1,4 @@
-"""Sweep results: one JSON object a line (or CSV with the same columns), appended atomically.
+"""Sweep results: one JSON object a line (or CSV with the same columns).
 
 Columns: name, num_params, num_tokens, flops, loss, status (ok / failed), and any others. A
 sweep that searches a hyper-parameter writes a `group` per row; readers keep the best run of
@@ -10,7 +10,6 @@ Kaplan's. Rows without non_embedding_params (older sweeps, hand-written files) h
 non-embedding counts in num_params and flops.
 """
 import csv
-import fcntl
 import io
 import json
 import math
@@ -18,6 +17,7 @@ import os
 
 from absl import logging
 
+from tfscale import io as files
 from tfscale.errors import ConfigError
 
 REQUIRED = ("num_params", "num_tokens", "flops", "loss")
@@ -29,17 +29,9 @@ class ResultsError(ConfigError):
 
 
 def append(path, row):
-    """Appends `row` as one line, under an exclusive lock, in a single write: several sweep
-    processes (shards on machines sharing the folder) can append to the same file."""
-    line = (json.dumps(row, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    """Appends `row` as one JSON line, through tf.io.gfile (for files made by hand or by other
+    tools; a sweep writes one file per run and assembles them, `sweep_results`)."""
+    files.append_jsonl(path, row)
 
 
 def read(path):
