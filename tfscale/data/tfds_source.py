@@ -57,9 +57,14 @@ def _keys(builder, data_config):
 
 
 def _split(builder, split, keys):
-    if split not in builder.info.splits:
-        raise ConfigError(f"data set {builder.name!r} has no split {split!r}; "
-                          f"it has {', '.join(sorted(builder.info.splits))}")
+    """A split, a slice of one or a sum (tfds' split strings: `train[:85%]`, `train[85%:]+test`),
+    so a validation split can be carved out of the training data."""
+    try:
+        builder.info.splits[split]
+    except (KeyError, ValueError):
+        raise ConfigError(f"data set {builder.name!r} has no split {split!r}; it has "
+                          f"{', '.join(sorted(builder.info.splits))} (slices like train[:85%] "
+                          "work too)") from None
     examples = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
     return np.asarray(examples[keys[0]]), np.asarray(examples[keys[1]]).astype(np.int32)
 
