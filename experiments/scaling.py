@@ -17,8 +17,8 @@ cli.define_config_and_workdir("experiments/configs/scaling_lm.py[:tiny]", "Folde
 
 
 def main():
-    from tfscale.scaling import pipeline  # pylint: disable=import-outside-toplevel
-    _, table = pipeline.run(flags.FLAGS.config, flags.FLAGS.workdir)
+    from tfscale.scaling import main_job  # pylint: disable=import-outside-toplevel
+    _, table = main_job.run_main_job(flags.FLAGS.config, flags.FLAGS.workdir)
     print(table)
 
 

@@ -10,7 +10,7 @@ import tf_keras as keras
 
 import tfscale
 from experiments.configs import digits_cnn, lm_distill
-from tfscale import config as config_lib, export, io, models, run as run_lib
+from tfscale import config as config_lib, export, io, models, training
 from tfscale.compress import artifacts, distill, finetune, prune, quantize, section, tflite
 
 
@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("cnn"))
     config = cnn_config(train__num_steps=300, distribute__strategy="one_device")
     tfscale.train(config, workdir)
-    run = run_lib.Run(config, workdir)
+    run = training.Run(config, workdir)
     run.fit()  # restores the trained weights
     return run
 
@@ -50,7 +50,7 @@ def test_pruning_reaches_scheduled_sparsity_exactly_in_optimizer_updates_with_ac
     config = cnn_config(train__accum_steps=4, distribute__strategy="one_device", compress__prune__target_sparsity=0.8,
                         compress__prune__begin_step=0, compress__prune__end_step=8, compress__prune__frequency=2)
     p = config.compress.prune  # 8 updates, masks at updates 2, 4, 6, 8, target 0.8 at 8
-    run = run_lib.Run(config, str(tmp_path))
+    run = training.Run(config, str(tmp_path))
     seen = []
 
     class Record(keras.callbacks.Callback):
@@ -200,10 +200,10 @@ def _saved_kernel_sparsity(saved_model):
 
 
 def test_compress_writes_every_variant_and_the_report(tmp_path):
-    from tfscale.compress import pipeline
+    from tfscale.compress import job
     config = cnn_config(compress__variants="float32,pruned_int8,qat_int8,distilled", compress__prune__target_sparsity=0.8,
                         compress__latency_runs=3, distribute__strategy="one_device")
-    report, table = pipeline.compress(config, str(tmp_path))
+    report, table = job.compress(config, str(tmp_path))
     assert [r["variant"] for r in report["variants"]] == ["float32", "pruned_int8", "qat_int8", "distilled"]
     for r in report["variants"]:
         assert os.path.isfile(r["path"]) and r["size_bytes"] == os.path.getsize(r["path"])
@@ -223,7 +223,7 @@ def test_compress_writes_every_variant_and_the_report(tmp_path):
 def test_lm_distills_through_the_lm_path_and_converts_to_tflite(tmp_path):
     config = lm_distill.get_config("tiny")
     tfscale.train(config, str(tmp_path))  # 20 updates
-    run = run_lib.Run(config, str(tmp_path))
+    run = training.Run(config, str(tmp_path))
     run.fit()  # restores the trained weights
     teacher_before = [w.copy() for w in run.network.get_weights()]
     d = config.compress.distill

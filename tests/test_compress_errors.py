@@ -11,8 +11,8 @@ CASES = {
     "frequency_leaves_model_dense": (["--config.compress.prune.frequency=20"],
                                      "compress.prune.frequency 20 is longer than the pruning window"),
     "unknown_variant": (["--config.compress.variants=float32,int3"], "unknown compress variant 'int3'"),
-    "pruning_the_lm": (["--config=experiments/configs/lm_distill.py:tiny", "--config.compress.variants=pruned"],
-                       "compress variant pruned is not available for transformer_lm"),
+    "qat_of_the_lm": (["--config=experiments/configs/lm_distill.py:tiny", "--config.compress.variants=pruned,qat_int8"],
+                      "compress variant qat_int8 is not available for transformer_lm (QAT wraps every layer"),
 }
 
 

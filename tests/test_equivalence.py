@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from tfscale.run import Run
+from tfscale.training import Run
 
 STEPS = 8
 # Largest max |dw| measured (float32, 2-core CPU): 6.0e-8 for accumulation and for 4 replicas

@@ -9,7 +9,7 @@ import pytest
 from experiments.configs import lm
 from tfscale import data, models
 from tfscale.data import pycode, text
-from tfscale.run import Run
+from tfscale.training import Run
 
 
 def lm_config(arg="tiny", **overrides):
@@ -35,6 +35,26 @@ def test_parameter_and_flop_counts_match_hand_counts(tie):
     assert card.flops_per_token("non_embedding") == 6 * non_embedding + 6 * L * T * d  # Kaplan
     assert card.flops_per_token() == 3 * (2 * non_embedding + 2 * d * V + 2 * 2 * L * T * d)  # + logits, QK^T and AV
     assert models.training_flops_per_example(network) == T * card.flops_per_token()
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_lm_clones_and_prunes_like_any_keras_model(tie):
+    """Every layer is serialisable: clone_model (what pruning fine-tunes) rebuilds the same
+    network, the tied table shared by input and output, with the same card."""
+    from tfscale.compress import prune  # pylint: disable=import-outside-toplevel
+    config = lm_config(model__tie_embeddings=tie)
+    network = models.build(config.model, data.DataInfo("pycode", (32,), 256, 1.0, 0, 0))
+    tokens = np.random.default_rng(0).integers(0, 256, (2, 32))
+    clone = prune.copy(network)
+    np.testing.assert_array_equal(clone(tokens).numpy(), network(tokens).numpy())
+    assert models.describe(clone) == models.describe(network)
+    pruned = prune.apply(network, _prune_config())
+    assert {w.layer.name for w in prune.wrappers(pruned)} >= {"block_0_mlp_in", "block_0_mlp_out"}
+
+
+def _prune_config():
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    return ml_collections.ConfigDict(dict(target_sparsity=0.5, begin_step=0, end_step=10, frequency=2, exclude=""))
 
 
 def test_pycode_is_the_stdlib_split_by_file_in_fixed_length_examples(tmp_path):

@@ -6,7 +6,7 @@ import tf_keras as keras
 
 from conftest import tiny_config
 from tfscale import optim
-from tfscale.run import Run
+from tfscale.training import Run
 
 
 def lr_at(name, steps, warmup=10, total=100, end_factor=0.0):

@@ -6,7 +6,7 @@ import tf_keras as keras
 from conftest import tiny_config
 from tfscale import models, precision, trainer
 from tfscale.data import DataInfo
-from tfscale.run import Run
+from tfscale.training import Run
 
 
 def final_eval_loss(tmp_path, policy, accum_steps):

@@ -56,7 +56,7 @@ def test_sigkill_mid_run_then_restart_ends_with_the_same_weights(tmp_path):
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
     from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-    from tfscale.run import Run  # pylint: disable=import-outside-toplevel
+    from tfscale.training import Run  # pylint: disable=import-outside-toplevel
 
     workdir = str(tmp_path)
     config = tiny_config(train__num_steps=20, checkpoint__every_steps=10, export__saved_model=False)

@@ -237,7 +237,7 @@ def test_workers_stop_when_the_launcher_is_killed(tmp_path):
 def test_weights_that_overflowed_are_never_checkpointed(tmp_path):
     from conftest import tiny_config  # pylint: disable=import-outside-toplevel
     from tfscale import callbacks  # pylint: disable=import-outside-toplevel
-    from tfscale.run import Run  # pylint: disable=import-outside-toplevel
+    from tfscale.training import Run  # pylint: disable=import-outside-toplevel
 
     with Run(tiny_config(train__num_steps=4, export__saved_model=False), str(tmp_path)) as run:
         saver = callbacks.CheckpointSaver(run.manager, every_steps=1)

@@ -101,9 +101,14 @@ def test_evaluate_command_reruns_on_a_saved_run(finished_run):
 
 def test_rerunning_a_finished_run_trains_nothing_more(finished_run):
     workdir, summary = finished_run
+    files = ("summary.json", os.path.join("export", "saved_model", "saved_model.pb"))
+    before = {f: os.stat(os.path.join(workdir, f)).st_mtime_ns for f in files}
     again = tfscale.train(tiny_config(train__accum_steps=2), workdir)
     assert again["steps"] == summary["steps"]
     assert again["eval_loss"] == pytest.approx(summary["eval_loss"], abs=1e-6)
+    # nothing evaluated, exported or written again: the finished run is handed back as it is
+    assert {f: os.stat(os.path.join(workdir, f)).st_mtime_ns for f in files} == before
+    assert again["wall_seconds"] == summary["wall_seconds"]
 
 
 def test_default_digits_mlp_reaches_95_percent_test_accuracy(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tfscale import scaling
-from tfscale.scaling import analysis, fit, laws, planning, results
+from tfscale.scaling import analysis, fitting, laws, planning, results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.28}
@@ -29,7 +29,7 @@ def synthetic_rows(params=TRUE, noise=0.01, seed=0, sizes=np.geomspace(1e6, 1e9,
 
 def test_full_grid_fit_recovers_exponents_within_003_with_1pct_noise():
     rows = synthetic_rows()
-    out = fit.fit(rows, "chinchilla")  # the full 4,500-point grid of initialisations
+    out = fitting.fit_law(rows, "chinchilla")  # the full 4,500-point grid of initialisations
     assert abs(out["params"]["alpha"] - TRUE["alpha"]) < 0.03, out["params"]
     assert abs(out["params"]["beta"] - TRUE["beta"]) < 0.03, out["params"]
     assert abs(out["params"]["E"] - TRUE["E"]) < 0.1
@@ -37,14 +37,14 @@ def test_full_grid_fit_recovers_exponents_within_003_with_1pct_noise():
 
 
 def _coarse_grid(k):
-    return fit.grid(k)[::37]  # every 37th grid point: keeps the tests fast
+    return fitting.grid(k)[::37]  # every 37th grid point: keeps the tests fast
 
 
 def test_noise_free_fit_is_exact_and_bootstrap_interval_covers_truth():
-    exact = fit.fit(synthetic_rows(noise=0.0), "chinchilla", inits=_coarse_grid(2))
+    exact = fitting.fit_law(synthetic_rows(noise=0.0), "chinchilla", inits=_coarse_grid(2))
     for name, value in TRUE.items():
         assert exact["params"][name] == pytest.approx(value, rel=1e-3), name
-    noisy = fit.fit(synthetic_rows(noise=0.01, seed=3), "chinchilla", inits=_coarse_grid(2), bootstrap=30)
+    noisy = fitting.fit_law(synthetic_rows(noise=0.01, seed=3), "chinchilla", inits=_coarse_grid(2), bootstrap=30)
     for name in ("alpha", "beta", "E"):
         lo, hi = noisy["ci"][name]
         assert lo < TRUE[name] < hi and hi - lo > 0, (name, lo, hi)
@@ -54,7 +54,7 @@ def test_single_variable_laws_recover_their_exponent():
     n = np.geomspace(1e5, 1e9, 12)
     rows = [{"num_params": v, "num_tokens": 1e9, "flops": 6e9 * v, "loss": 2.0 + 50 / v ** 0.3} for v in n]
     assert laws.choose(rows).name == "n"
-    out = fit.fit(rows, inits=_coarse_grid(1))
+    out = fitting.fit_law(rows, inits=_coarse_grid(1))
     assert out["params"]["alpha"] == pytest.approx(0.3, abs=1e-3)
     assert out["params"]["E"] == pytest.approx(2.0, rel=1e-3)
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from experiments.configs import scaling_lm
-from tfscale.scaling import pipeline, results, sweep
+from tfscale.scaling import main_job, results, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,7 +74,7 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
 def test_final_config_keeps_the_recipe_at_the_chosen_size():
     config = scaling_lm.get_config("tiny")
     label, overrides = sweep.parse_size(config.scaling.candidate_sizes[-1], 0)
-    final = pipeline.final_config(config, overrides, 100)
+    final = main_job.final_config(config, overrides, 100)
     assert "sweep" not in final and "scaling" not in final
     assert final.model.d_model == dict(overrides)["model.d_model"] and final.train.num_steps == 100
     assert final.schedule.warmup_steps == 5 and final.train.accum_steps == 2 and final.export.saved_model

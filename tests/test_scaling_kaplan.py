@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tfscale.scaling import analysis, fit, laws, report
+from tfscale.scaling import analysis, fitting, laws, report
 
 TRUE = {"N_c": 8.8e13, "D_c": 5.4e13, "alpha_N": 0.076, "alpha_D": 0.095}  # Kaplan et al. (2020), eq. 1.5
 LAW = laws.LAWS["kaplan"]
@@ -20,7 +20,7 @@ def kaplan_rows(noise=0.02, seed=0):
 
 
 def test_fit_recovers_the_exponents_with_2pct_noise():
-    out = fit.fit(kaplan_rows(), "kaplan")  # the law's own grid of initialisations
+    out = fitting.fit_law(kaplan_rows(), "kaplan")  # the law's own grid of initialisations
     assert abs(out["params"]["alpha_N"] - TRUE["alpha_N"]) < 0.01, out["params"]
     assert abs(out["params"]["alpha_D"] - TRUE["alpha_D"]) < 0.01, out["params"]
     assert out["r2"] > 0.95

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tfscale.errors import ConfigError
-from tfscale.scaling import analysis, learning_rates, pipeline, plan_check, planning, rounds
+from tfscale.scaling import analysis, learning_rates, main_job, plan_check, planning, rounds
 
 TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.28}
 SWEPT = {f"s{i}": n for i, n in enumerate(np.geomspace(1e5, 1e6, 4))}
@@ -54,13 +54,13 @@ def test_a_plan_beyond_the_largest_size_is_flagged_in_fit_json_and_report(tmp_pa
     assert plan["in_swept_range"] is False and plan["swept_range"] == [1e5, pytest.approx(1e6)]
     assert "lies above the swept sizes" in plan["range_note"] and "extrapolates" in plan["range_note"]
     assert "no candidate size lies above" in out["rounds"][-1]["action"]
-    pipeline.write_fit_report(str(tmp_path), out["result"], out["rows"])
+    main_job.write_fit_report(str(tmp_path), out["result"], out["rows"])
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert fit["compute_optimal"][0]["in_swept_range"] is False and fit["planning_rounds"][0]["round"] == 0
     report = (tmp_path / "report.md").read_text()
     assert "## The plan against the swept sizes" in report and plan["range_note"] in report
     # the final size stays inside the data: the largest swept size, not an extrapolated one
-    label = pipeline.choose_size(CANDIDATES, COSTS, plan["num_params"], out["swept_range"])[0]
+    label = main_job.choose_size(CANDIDATES, COSTS, plan["num_params"], out["swept_range"])[0]
     assert label == "s3"
 
 
@@ -74,7 +74,7 @@ def test_the_job_adds_the_next_size_beyond_the_edge_until_the_plan_is_inside():
     assert [r["in_swept_range"] for r in out["rounds"]] == [False, False, True]
     assert "added c2m" in out["rounds"][0]["action"] and "added c4m" in out["rounds"][1]["action"]
     assert out["plan"]["in_swept_range"] and out["swept_range"][1] == 4e6
-    assert pipeline.choose_size(CANDIDATES, COSTS, out["plan"]["num_params"], out["swept_range"])[0] == "c4m"
+    assert main_job.choose_size(CANDIDATES, COSTS, out["plan"]["num_params"], out["swept_range"])[0] == "c4m"
     assert all(line.startswith("- round ") for line in rounds.markdown(out["rounds"]))
 
 
@@ -84,7 +84,7 @@ def test_below_the_smallest_size_and_the_round_limit():
                                lambda rows: CANDIDATES, max_added=1)
     assert calls[-1][-1] == "c2m" and len(calls) == 2
     assert "stopped after 1 added sizes" in out["rounds"][-1]["action"]
-    assert pipeline.choose_size(CANDIDATES, COSTS, out["plan"]["num_params"], out["swept_range"])[0] == "c2m"
+    assert main_job.choose_size(CANDIDATES, COSTS, out["plan"]["num_params"], out["swept_range"])[0] == "c2m"
     low = rounds.plan_in_range(list(SWEPT.items()), COSTS, stub_sweep([]), fit_for(budget_for(7e4)),
                                lambda rows: CANDIDATES)
     assert [r["sizes"][-1] for r in low["rounds"]] == ["s3", "lo"] and low["plan"]["in_swept_range"]
@@ -167,7 +167,7 @@ def test_the_job_takes_searched_rates_when_the_sweep_searches_them():
     rows = [{"name": f"{label}_{lr}", "group": label, "size": label, "learning_rate": lr, "status": "ok",
              "loss": 2 + abs(math.log(lr / (0.1 * costs[label][0] ** -0.5)))}
             for label, _ in sizes for lr in (1e-4, 3e-4, 1e-3, 3e-3)]
-    rated, info = pipeline._rated(config, sizes, candidates, costs)  # pylint: disable=protected-access
+    rated, info = main_job._rated(config, sizes, candidates, costs)  # pylint: disable=protected-access
     rated = dict(rated(rows))
     assert {t["source"] for t in info["table"]["sizes"]} == {"search", "interpolated"}
     for label, _ in sizes:

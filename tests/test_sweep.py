@@ -8,7 +8,7 @@ import time
 import pytest
 
 from experiments.configs import scaling_lm
-from tfscale import ConfigError, run as run_lib
+from tfscale import ConfigError, training
 from tfscale.scaling import results, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on_then_retried(tmp_path):
         calls.append(os.path.basename(workdir))
         if len(calls) == 2:
             raise RuntimeError("out of memory\nsecond line")
-        return run_lib.train(run_config, workdir, callbacks)
+        return training.train(run_config, workdir, callbacks)
 
     out = sweep.run_sweep(config, str(tmp_path), train_fn=train)
     rows = results.read(out["results"])

@@ -11,7 +11,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from tfscale import data, distribute, precision, run
+from tfscale import data, distribute, precision, training
 from tfscale.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,9 +54,9 @@ def test_tpu_address_local_vm_pod_slice_and_explicit_name(monkeypatch, no_tpu):
 def test_tpu_defaults_are_bfloat16_and_several_updates_per_execution():
     # TPU-only at run time: here the choices themselves are checked.
     assert precision.resolve("auto", "TPU") == "mixed_bfloat16"
-    assert run._steps_per_execution(0, "TPU") == run.TPU_STEPS_PER_EXECUTION > 1
-    assert run._steps_per_execution(0, "CPU") == run._steps_per_execution(0, "GPU") == 1
-    assert run._steps_per_execution(4, "TPU") == 4
+    assert training._steps_per_execution(0, "TPU") == training.TPU_STEPS_PER_EXECUTION > 1
+    assert training._steps_per_execution(0, "CPU") == training._steps_per_execution(0, "GPU") == 1
+    assert training._steps_per_execution(4, "TPU") == 4
 
 
 def test_training_batches_have_static_shapes():

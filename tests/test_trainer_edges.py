@@ -10,7 +10,7 @@ import tf_keras as keras
 from conftest import tiny_config
 from tfscale import distribute, trainer
 from tfscale.data import eval_dataset
-from tfscale.run import Run
+from tfscale.training import Run
 
 MIRRORED_X4 = {"distribute__strategy": "mirrored", "distribute__cpu_devices": 4}
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import tiny_config
 from tfscale import branch, optim
 from tfscale.config import ConfigError, validate
-from tfscale.run import Run
+from tfscale.training import Run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,10 +12,10 @@ from tfscale.errors import ConfigError  # noqa: E402
 
 
 def train(config, workdir, callbacks=()):
-    """Trains `config` into `workdir` and returns the summary; see `tfscale.run.train`."""
-    from tfscale import run  # pylint: disable=import-outside-toplevel
+    """Trains `config` into `workdir` and returns the summary; see `tfscale.training.train`."""
+    from tfscale import training  # pylint: disable=import-outside-toplevel
 
-    return run.train(config, workdir, callbacks)
+    return training.train(config, workdir, callbacks)
 
 
 __all__ = ["ConfigError", "train"]

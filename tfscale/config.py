@@ -8,7 +8,7 @@ import math
 
 import ml_collections
 
-from tfscale.errors import ConfigError  # noqa: F401  (re-exported: `tfscale.config.ConfigError`)
+from tfscale.errors import ConfigError, require  # noqa: F401  (ConfigError re-exported: `tfscale.config.ConfigError`)
 from tfscale.values import init_from_parts
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -94,13 +94,8 @@ def defaults():
     return c
 
 
-def _check(ok, message):
-    if not ok:
-        raise ConfigError(message)
-
-
 def _choice(value, choices, what):
-    _check(value in choices, f"unknown {what} {value!r}; choose one of {', '.join(sorted(choices))}")
+    require(value in choices, f"unknown {what} {value!r}; choose one of {', '.join(sorted(choices))}")
 
 
 def validate(config):
@@ -115,51 +110,51 @@ def validate(config):
     _choice(config.precision, PRECISIONS, "precision")
     _choice(config.distribute.strategy, distribute.STRATEGIES, "distribute.strategy")
     _check_finite(config)
-    _check(0 <= config.seed < 2**32, f"seed must be in [0, 2**32), got {config.seed}")
+    require(0 <= config.seed < 2**32, f"seed must be in [0, 2**32), got {config.seed}")
     data.check_name(config.data)
     models.check_knobs(config.model)
 
     t = config.train
-    _check(t.accum_steps >= 1, f"train.accum_steps must be >= 1, got {t.accum_steps}")
-    _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
-    _check(t.batch_size % t.accum_steps == 0,
+    require(t.accum_steps >= 1, f"train.accum_steps must be >= 1, got {t.accum_steps}")
+    require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    require(t.batch_size % t.accum_steps == 0,
            f"train.batch_size {t.batch_size} is not divisible by train.accum_steps {t.accum_steps}")
-    _check(t.num_steps >= 1, f"train.num_steps must be >= 1, got {t.num_steps}")
-    _check(t.steps_per_execution >= 0,
+    require(t.num_steps >= 1, f"train.num_steps must be >= 1, got {t.num_steps}")
+    require(t.steps_per_execution >= 0,
            f"train.steps_per_execution must be >= 0 (0 = auto), got {t.steps_per_execution}")
-    _check(t.log_every_steps >= 1, f"train.log_every_steps must be >= 1, got {t.log_every_steps}")
-    _check(str(t.jit_compile).lower() in ("auto", "true", "false"),
+    require(t.log_every_steps >= 1, f"train.log_every_steps must be >= 1, got {t.log_every_steps}")
+    require(str(t.jit_compile).lower() in ("auto", "true", "false"),
            f"train.jit_compile must be auto, true or false, got {t.jit_compile!r}")
     o = config.optimizer
-    _check(o.learning_rate >= 0, f"optimizer.learning_rate must be >= 0, got {o.learning_rate}")
-    _check(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
-    _check(not (o.name == "adam" and o.weight_decay),
+    require(o.learning_rate >= 0, f"optimizer.learning_rate must be >= 0, got {o.learning_rate}")
+    require(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    require(not (o.name == "adam" and o.weight_decay),
            "optimizer adam has no weight decay; use optimizer.name=adamw")
-    _check(o.global_clipnorm >= 0, f"optimizer.global_clipnorm must be >= 0, got {o.global_clipnorm}")
+    require(o.global_clipnorm >= 0, f"optimizer.global_clipnorm must be >= 0, got {o.global_clipnorm}")
     s = config.schedule
-    _check(0 <= s.warmup_steps <= t.num_steps,
+    require(0 <= s.warmup_steps <= t.num_steps,
            f"schedule.warmup_steps {s.warmup_steps} must be between 0 and train.num_steps {t.num_steps}")
-    _check(0 <= s.end_factor <= 1, f"schedule.end_factor must be in [0, 1], got {s.end_factor}")
+    require(0 <= s.end_factor <= 1, f"schedule.end_factor must be in [0, 1], got {s.end_factor}")
     _validate_wsd(s, t.num_steps)
     _validate_init_from(t)
-    _check(config.distribute.cpu_devices >= 0,
+    require(config.distribute.cpu_devices >= 0,
            f"distribute.cpu_devices must be >= 0, got {config.distribute.cpu_devices}")
-    _check(config.checkpoint.every_steps >= 1,
+    require(config.checkpoint.every_steps >= 1,
            f"checkpoint.every_steps must be >= 1, got {config.checkpoint.every_steps}")
-    _check(config.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {config.checkpoint.keep}")
+    require(config.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {config.checkpoint.keep}")
     _validate_keep_steps(config.checkpoint.keep_steps, t)
-    _check(config.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
-    _check(config.eval.max_examples >= 0,
+    require(config.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
+    require(config.eval.max_examples >= 0,
            f"eval.max_examples must be >= 0 (0 = all), got {config.eval.max_examples}")
 
 
 def _validate_wsd(s, num_steps):
     from tfscale.optim.schedules import COOLDOWN_SHAPES  # pylint: disable=import-outside-toplevel
     _choice(s.cooldown_shape, COOLDOWN_SHAPES, "schedule.cooldown_shape")
-    _check(s.cooldown_steps >= 0, f"schedule.cooldown_steps must be >= 0, got {s.cooldown_steps}")
-    _check(s.name == "wsd" or not s.cooldown_steps,
+    require(s.cooldown_steps >= 0, f"schedule.cooldown_steps must be >= 0, got {s.cooldown_steps}")
+    require(s.name == "wsd" or not s.cooldown_steps,
            f"schedule.cooldown_steps {s.cooldown_steps} is for schedule wsd only (schedule.name={s.name})")
-    _check(s.warmup_steps + s.cooldown_steps <= num_steps,
+    require(s.warmup_steps + s.cooldown_steps <= num_steps,
            f"schedule.cooldown_steps {s.cooldown_steps} must fit in train.num_steps {num_steps} after "
            f"schedule.warmup_steps {s.warmup_steps} (cooldown would start at update "
            f"{num_steps - s.cooldown_steps}, before warmup ends)")
@@ -168,19 +163,19 @@ def _validate_wsd(s, num_steps):
 def _validate_init_from(t):
     if str(t.init_from).strip():
         _, step = init_from_parts(t.init_from)
-        _check(step < t.num_steps, f"train.init_from starts at update {step}, not before "
+        require(step < t.num_steps, f"train.init_from starts at update {step}, not before "
                                    f"train.num_steps {t.num_steps}: nothing would be trained")
 
 
 def _validate_keep_steps(keep_steps, t):
-    _check(isinstance(keep_steps, (tuple, list))
+    require(isinstance(keep_steps, (tuple, list))
            and all(isinstance(k, int) and not isinstance(k, bool) for k in keep_steps),
            f"checkpoint.keep_steps must be a tuple of update counts, got {keep_steps!r}")
     for k in keep_steps:
-        _check(1 <= k <= t.num_steps,
+        require(1 <= k <= t.num_steps,
                f"checkpoint.keep_steps {k} must be between 1 and train.num_steps {t.num_steps}")
         # Callbacks (and so checkpoints) run once per execution of steps_per_execution updates.
-        _check(k == t.num_steps or not t.steps_per_execution or k % t.steps_per_execution == 0,
+        require(k == t.num_steps or not t.steps_per_execution or k % t.steps_per_execution == 0,
                f"checkpoint.keep_steps {k} is not a multiple of train.steps_per_execution "
                f"{t.steps_per_execution}: no checkpoint can be taken there")
 
@@ -198,6 +193,6 @@ def check_replicas(config, num_replicas):
     """The global batch must split into accum_steps micro-batches on every replica."""
     t = config.train
     parts = t.accum_steps * num_replicas
-    _check(t.batch_size % parts == 0,
+    require(t.batch_size % parts == 0,
            f"train.batch_size {t.batch_size} is not divisible by train.accum_steps {t.accum_steps} "
            f"x replicas {num_replicas} = {parts}")

@@ -8,7 +8,7 @@ import ml_collections
 
 from tfscale import values
 from tfscale.compress import variants
-from tfscale.errors import ConfigError
+from tfscale.errors import ConfigError, require
 
 
 def defaults():
@@ -36,28 +36,23 @@ def defaults():
     return c
 
 
-def _check(ok, message):
-    if not ok:
-        raise ConfigError(message)
-
-
 def validate(config):
     """Checks the `compress` section for `experiments.compress`."""
     c = config.compress
     wanted = values.names(c.variants)
-    _check(wanted, "compress.variants is empty; choose from " + ", ".join(variants.VARIANTS))
+    require(wanted, "compress.variants is empty; choose from " + ", ".join(variants.VARIANTS))
     for v in wanted:
-        _check(v in variants.VARIANTS, f"unknown compress variant {v!r}; choose one of "
+        require(v in variants.VARIANTS, f"unknown compress variant {v!r}; choose one of "
                                        f"{', '.join(sorted(variants.VARIANTS))}")
-    _check(len(set(wanted)) == len(wanted), f"compress.variants names a variant twice: {c.variants}")
-    _check(c.representative_examples >= 1,
+    require(len(set(wanted)) == len(wanted), f"compress.variants names a variant twice: {c.variants}")
+    require(c.representative_examples >= 1,
            f"compress.representative_examples must be >= 1, got {c.representative_examples}")
-    _check(c.eval_examples >= 0, f"compress.eval_examples must be >= 0, got {c.eval_examples}")
-    _check(c.latency_runs >= 1, f"compress.latency_runs must be >= 1, got {c.latency_runs}")
-    _check(c.learning_rate >= 0, f"compress.learning_rate must be >= 0, got {c.learning_rate}")
+    require(c.eval_examples >= 0, f"compress.eval_examples must be >= 0, got {c.eval_examples}")
+    require(c.latency_runs >= 1, f"compress.latency_runs must be >= 1, got {c.latency_runs}")
+    require(c.learning_rate >= 0, f"compress.learning_rate must be >= 0, got {c.learning_rate}")
     phases = variants.phases(wanted)
     if phases & set(variants.FINETUNED):
-        _check(c.finetune_steps >= 1, f"compress.finetune_steps must be >= 1, got {c.finetune_steps}")
+        require(c.finetune_steps >= 1, f"compress.finetune_steps must be >= 1, got {c.finetune_steps}")
     if "prune" in phases:
         _validate_prune(c.prune, c.finetune_steps)
     if "distill" in phases:
@@ -122,22 +117,22 @@ def _sentence(error):
 
 
 def _validate_prune(p, finetune_steps):
-    _check(0 < p.target_sparsity < 1,
+    require(0 < p.target_sparsity < 1,
            f"compress.prune.target_sparsity must be in (0, 1), got {p.target_sparsity}")
-    _check(p.begin_step >= 0, f"compress.prune.begin_step must be >= 0, got {p.begin_step}")
-    _check(p.end_step > p.begin_step, f"compress.prune.end_step {p.end_step} must be after "
+    require(p.begin_step >= 0, f"compress.prune.begin_step must be >= 0, got {p.begin_step}")
+    require(p.end_step > p.begin_step, f"compress.prune.end_step {p.end_step} must be after "
                                       f"compress.prune.begin_step {p.begin_step}")
-    _check(p.end_step <= finetune_steps,
+    require(p.end_step <= finetune_steps,
            f"compress.prune.end_step {p.end_step} is beyond compress.finetune_steps "
            f"{finetune_steps}: the target sparsity {p.target_sparsity} would never be reached")
-    _check(p.frequency >= 1, f"compress.prune.frequency must be >= 1, got {p.frequency}")
+    require(p.frequency >= 1, f"compress.prune.frequency must be >= 1, got {p.frequency}")
     window = p.end_step - p.begin_step
-    _check(p.frequency <= window,
+    require(p.frequency <= window,
            f"compress.prune.frequency {p.frequency} is longer than the pruning window end_step - "
            f"begin_step = {window}: the mask would be updated only at update {p.begin_step}, at "
            "sparsity 0, and the model would stay dense")
     last = p.begin_step + window // p.frequency * p.frequency
-    _check(window % p.frequency == 0,
+    require(window % p.frequency == 0,
            f"compress.prune.frequency {p.frequency} does not divide end_step - begin_step = "
            f"{window}: the last mask update would be at update {last}, below the target sparsity "
            f"{p.target_sparsity} (use end_step {last} or {last + p.frequency})")
@@ -146,12 +141,12 @@ def _validate_prune(p, finetune_steps):
 def _validate_distill(d):
     from tfscale import models  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
 
-    _check(d.temperature > 0, f"compress.distill.temperature must be > 0, got {d.temperature}")
-    _check(0 <= d.alpha <= 1, f"compress.distill.alpha must be in [0, 1], got {d.alpha}")
-    _check(d.steps >= 0, f"compress.distill.steps must be >= 0, got {d.steps}")
-    _check("name" in d.student, "compress.distill.student has no model name; set "
+    require(d.temperature > 0, f"compress.distill.temperature must be > 0, got {d.temperature}")
+    require(0 <= d.alpha <= 1, f"compress.distill.alpha must be in [0, 1], got {d.alpha}")
+    require(d.steps >= 0, f"compress.distill.steps must be >= 0, got {d.steps}")
+    require("name" in d.student, "compress.distill.student has no model name; set "
                                 "compress.distill.student.name and its knobs in the config")
-    _check(d.student.name in models.MODELS, f"unknown compress.distill.student model {d.student.name!r}; "
+    require(d.student.name in models.MODELS, f"unknown compress.distill.student model {d.student.name!r}; "
                                             f"choose one of {', '.join(sorted(models.MODELS))}")
     try:
         models.check_knobs(d.student)

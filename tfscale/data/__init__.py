@@ -2,7 +2,7 @@
 from tfscale.errors import ConfigError
 from tfscale.data import digits, pycode, synthetic, text, tfds_source
 from tfscale.data.info import Data, DataInfo, tfds_data_dir
-from tfscale.data.pipeline import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
+from tfscale.data.batches import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
 
 # name -> load(data_config, seq_len) -> Data. Names not listed here are looked up in tfds.
 DATASETS = {

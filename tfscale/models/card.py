@@ -20,10 +20,9 @@ from typing import Optional
 
 import tf_keras as keras
 
-from tfscale.errors import ConfigError
+from tfscale.counting import CONVENTIONS, check_convention
 from tfscale.models import flops, transformer_lm
 
-CONVENTIONS = ("total", "non_embedding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,21 +35,14 @@ class ModelCard:
     tokens_per_example: Optional[int] = None  # LMs only
 
     def params(self, convention="total"):
-        return self.total_params if _check(convention) == "total" else self.non_embedding_params
+        return self.total_params if check_convention(convention) == "total" else self.non_embedding_params
 
     def flops(self, convention="total"):
         """Training FLOPs per example."""
-        return self.flops_per_example if _check(convention) == "total" else self.flops_per_example_kaplan
+        return self.flops_per_example if check_convention(convention) == "total" else self.flops_per_example_kaplan
 
     def flops_per_token(self, convention="total"):
         return self.flops(convention) // self.tokens_per_example if self.tokens_per_example else None
-
-
-def _check(convention):
-    if convention not in CONVENTIONS:
-        raise ConfigError(f"parameter counts are {' or '.join(CONVENTIONS)} (scaling.params, --params), "
-                          f"got {convention!r}")
-    return convention
 
 
 def _unique(variables):
@@ -78,7 +70,7 @@ def _describe_lm(network, total):
     layers = network.layers
     token = next(l for l in layers if isinstance(l, keras.layers.Embedding))
     embedding_layers = [l for l in layers if isinstance(l, (keras.layers.Embedding, transformer_lm.PositionEmbedding))]
-    embedding_layers.append(layers[-1])  # the logits: untied Dense, or tied to the token table
+    embedding_layers += [l for l in layers if l.name == "logits"]  # an untied output; tied: the token table
     embedding = _count([v for l in embedding_layers for v in l.trainable_weights])
     vocab, d_model = (int(d) for d in token.embeddings.shape)
     seq_len = int(network.input_shape[1])

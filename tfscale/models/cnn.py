@@ -8,7 +8,7 @@ import math
 import tf_keras as keras
 
 from tfscale.errors import ConfigError
-from tfscale.models import knobs
+from tfscale.models import classifier_parts, knobs
 
 
 def _image_shape(shape):
@@ -26,8 +26,7 @@ def build(info, filters=32, depth=2, width=128, dropout=0.0):
     knobs.at_least(1, filters=filters, width=width)
     knobs.at_least(0, depth=depth)
     knobs.dropout(dropout)
-    inputs = keras.Input(info.input_shape, dtype="float32", name="inputs")
-    x = keras.layers.Rescaling(info.input_scale, name="rescale")(inputs)
+    inputs, x = classifier_parts.rescaled_inputs(info)
     x = keras.layers.Reshape(_image_shape(info.input_shape))(x)
     for i in range(depth):
         x = keras.layers.Conv2D(filters * 2**i, 3, padding="same", activation="relu",
@@ -36,7 +35,4 @@ def build(info, filters=32, depth=2, width=128, dropout=0.0):
             x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(width, activation="relu", name="dense")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout)(x)
-    logits = keras.layers.Dense(info.num_classes, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, logits, name="cnn")
+    return classifier_parts.logits_model(inputs, x, info, dropout, "cnn")

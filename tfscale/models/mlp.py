@@ -1,19 +1,17 @@
 """Multi-layer perceptron: `depth` hidden ReLU layers of `width` units."""
 import tf_keras as keras
 
-from tfscale.models import knobs
+from tfscale.models import classifier_parts, knobs
 
 
 def build(info, width=256, depth=2, dropout=0.0):
     knobs.at_least(1, width=width)
     knobs.at_least(0, depth=depth)
     knobs.dropout(dropout)
-    inputs = keras.Input(info.input_shape, dtype="float32", name="inputs")
-    x = keras.layers.Rescaling(info.input_scale, name="rescale")(inputs)
+    inputs, x = classifier_parts.rescaled_inputs(info)
     x = keras.layers.Flatten()(x)
     for i in range(depth):
-        x = keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(x)
-        if dropout:
+        if i and dropout:
             x = keras.layers.Dropout(dropout)(x)
-    logits = keras.layers.Dense(info.num_classes, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, logits, name="mlp")
+        x = keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(x)
+    return classifier_parts.logits_model(inputs, x, info, dropout if depth else 0.0, "mlp")

@@ -31,16 +31,16 @@ class PositionEmbedding(keras.layers.Layer):
         return {**super().get_config(), "seq_len": self.seq_len}
 
 
-class TiedLogits(keras.layers.Layer):
-    """Logits from the token embedding matrix (weight tying), computed in float32."""
+class TokenEmbedding(keras.layers.Embedding):
+    """The token table, also the output layer when embeddings are tied: called on token ids it
+    embeds them; called with `logits=True` on hidden states it returns float32 logits against
+    the same table. One layer used at two places of the graph, so `clone_model`, pruning and
+    saving see plain, serialisable Keras (a layer holding another layer would not be)."""
 
-    def __init__(self, embedding, **kwargs):
-        super().__init__(dtype="float32", **kwargs)
-        self.embedding = embedding
-
-    def call(self, x):
-        return tf.matmul(tf.cast(x, tf.float32), tf.cast(self.embedding.embeddings, tf.float32),
-                         transpose_b=True)
+    def call(self, inputs, logits=False):  # pylint: disable=arguments-differ
+        if not logits:
+            return super().call(inputs)
+        return tf.matmul(tf.cast(inputs, tf.float32), tf.cast(self.embeddings, tf.float32), transpose_b=True)
 
 
 def _block(x, i, num_heads, d_model, d_ff, dropout):
@@ -65,15 +65,15 @@ def build(info, num_layers=2, d_model=128, num_heads=4, d_ff=512, seq_len=128, d
         raise ConfigError(f"model.seq_len {seq_len} does not match the data's examples {info.input_shape}")
     vocab = info.num_classes
     tokens = keras.Input((seq_len,), dtype="int32", name="tokens")
-    embedding = keras.layers.Embedding(vocab, d_model, name="token_embedding",
-                                       embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02))
+    embedding = TokenEmbedding(vocab, d_model, name="token_embedding",
+                               embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02))
     x = PositionEmbedding(seq_len, name="position_embedding")(embedding(tokens))
     x = keras.layers.Dropout(dropout)(x)
     for i in range(num_layers):
         x = _block(x, i, num_heads, d_model, d_ff, dropout)
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_final")(x)
     if tie_embeddings:
-        logits = TiedLogits(embedding, name="logits")(x)
+        logits = embedding(x, logits=True)
     else:
         logits = keras.layers.Dense(vocab, dtype="float32", name="logits")(x)
     return keras.Model(tokens, logits, name="transformer_lm")

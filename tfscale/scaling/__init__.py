@@ -4,10 +4,10 @@
   sweep.py           run a sweep: resumable, sharded, in a local pool (sweep_spec, sweep_plan,
                      sweep_run, sweep_pool, sweep_worker, sweep_results, progress)
   law.py, laws.py    what a law owns, and the registry: power_laws (chinchilla, n, d, c), kaplan
-  fit.py             Chinchilla's Approach 3 fitter (any law) and bootstrap intervals
+  fitting.py         Chinchilla's Approach 3 fitter (any law) and bootstrap intervals
   planning.py        where N_opt lies against the sweep, isoFLOP minima; learning_rates per size
   analysis.py        everything fit.json holds; report.py writes it with scaling.png and report.md
-  pipeline.py        the main job: sweep, fit, plan rounds, the plan check, final model
+  main_job.py        the main job: sweep, fit, plan rounds, the plan check, final model
 """
 import math
 

@@ -9,7 +9,7 @@ from absl import logging
 import numpy as np
 
 from tfscale.errors import ConfigError
-from tfscale.scaling import fit as fit_lib
+from tfscale.scaling import fitting
 from tfscale.scaling import laws as laws_lib
 from tfscale.scaling import planning
 from tfscale.scaling import results as results_lib
@@ -37,10 +37,10 @@ def extrapolation(rows, law, inits=None):
     train, held = holdout_split(rows)
     if len(train) <= len(law.param_names):
         return {"skipped": f"{len(train)} points left after holding out the largest runs"}
-    reason = fit_lib.undetermined(train, law)
+    reason = fitting.undetermined(train, law)
     if reason:
         return {"skipped": f"without the largest runs, {reason}"}
-    result = fit_lib.fit(train, law, inits=inits)
+    result = fitting.fit_law(train, law, inits=inits)
     predicted = law.predict(result["params"], held)
     observed = np.array([float(r["loss"]) for r in held])
     errors = (predicted - observed) / observed
@@ -65,9 +65,9 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
     rows, convention = results_lib.in_convention(rows, params)
     auto = law is None
     law = laws_lib.LAWS[law] if isinstance(law, str) else (law or laws_lib.choose(rows))
-    reason = fit_lib.undetermined(rows, law)
+    reason = fitting.undetermined(rows, law)
     if reason and auto and not any(laws_lib.varying(rows).values()):  # neither N nor D varies: say that
-        reason = fit_lib.undetermined(rows, laws_lib.LAWS[laws_lib.DEFAULT])
+        reason = fitting.undetermined(rows, laws_lib.LAWS[laws_lib.DEFAULT])
     if reason:
         raise ConfigError(reason)
     if inits is None:
@@ -87,7 +87,7 @@ def analyze(rows, law=None, budgets=None, target_loss=None, bootstrap=200, flops
         return out
 
     logging.info("fitting %s to %d points (%d bootstrap refits)", law.formula, len(rows), bootstrap)
-    result = fit_lib.fit(rows, law, inits=inits, bootstrap=bootstrap, seed=seed, derived=derived)
+    result = fitting.fit_law(rows, law, inits=inits, bootstrap=bootstrap, seed=seed, derived=derived)
     best = derived(result["params"])
     ci = result.get("ci", {})
     out = {
@@ -138,7 +138,7 @@ def no_plan(law, params, values):
     for coefficient, exponent, column in zip(law.coefficients, law.exponents, law.columns):
         if not (params[coefficient] > 0 and params[exponent] > 0):
             return (f"the fitted {coefficient} = {params[coefficient]:.3g}, {exponent} = {params[exponent]:.3g}: "
-                    f"loss does not fall with {fit_lib.VARY[column]}")
+                    f"loss does not fall with {fitting.VARY[column]}")
     bad = [k for k, v in values.items() if not (v is not None and math.isfinite(v) and v > 0)]
     return f"the fitted law gives no finite, positive {' or '.join(bad)}" if bad else None
 

@@ -28,27 +28,6 @@ def steps_at(budget, flops_per_example, batch_size):
     return max(1, round(budget / flops_per_example / batch_size))
 
 
-def heldout_losses(config, workdir):
-    """Loss of every held-out window the run's eval_loss averages, from its last checkpoint.
-
-    The run is rebuilt as `tfscale.run.Run` builds it and evaluated by Keras on the same
-    windows (`eval.max_examples`, evenly spaced) with the training loss per example.
-    """
-    import tf_keras as keras  # pylint: disable=import-outside-toplevel
-    from tfscale import checkpoint, data, run as run_lib, trainer  # pylint: disable=import-outside-toplevel
-
-    with run_lib.Run(config, workdir) as run:
-        checkpoint.restore_latest(run.restore_manager)
-        per_example = trainer.per_example_loss_fn(config.train.loss)
-        arrays = data.evenly_spaced(run.data.eval, config.eval.max_examples)
-        out = []
-        for x, y, w in data.eval_dataset(arrays, config.eval.batch_size):
-            losses = per_example(y, run.network(x, training=False)).numpy()
-            out.append(losses[w.numpy() > 0])
-    keras.backend.clear_session()
-    return np.concatenate(out).astype(np.float64)
-
-
 def block_se(values, blocks=BLOCKS):
     """Standard error of the mean of `values` from the spread of `blocks` contiguous block means."""
     means = [float(np.mean(p)) for p in np.array_split(np.asarray(values, np.float64), blocks) if len(p)]

@@ -22,21 +22,21 @@ class Progress:
         self.last_print = 0.0
         self._width = 0  # of the last line on a terminal, to blank a longer one
 
-    def line(self, run, fraction):
-        done = self.done + run.cost * fraction
+    def line(self, planned, fraction):
+        done = self.done + planned.cost * fraction
         elapsed = time.time() - self.t0
         share = done / self.total
         eta = elapsed * (1 - share) / share if share > 0 else float("nan")
         bar = "#" * int(30 * share) + "." * (30 - int(30 * share))
-        return (f"sweep [{bar}] {100 * share:5.1f}%  run {self.index}/{self.count} {run.name} "
+        return (f"sweep [{bar}] {100 * share:5.1f}%  run {self.index}/{self.count} {planned.name} "
                 f"{100 * fraction:3.0f}%  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
 
-    def update(self, run, fraction, force=False):
+    def update(self, planned, fraction, force=False):
         if self._due(force):
-            self._write(self.line(run, fraction))
+            self._write(self.line(planned, fraction))
 
     def pool_line(self, active):
-        """The line with several runs under way: `active` is [(run, fraction), ...]."""
+        """The line with several runs under way: `active` is [(planned, fraction), ...]."""
         done = self.done + sum(r.cost * f for r, f in active)
         elapsed = time.time() - self.t0
         share = done / self.total
@@ -50,10 +50,10 @@ class Progress:
         if self._due(force):
             self._write(self.pool_line(active))
 
-    def finish_pool_run(self, run, active):
+    def finish_pool_run(self, planned, active):
         """A pool run ended (ok or failed): count it, and print the line at once."""
         self.index += 1
-        self.done += run.cost
+        self.done += planned.cost
         self._write(self.pool_line(active))
 
     def _due(self, force):
@@ -69,11 +69,11 @@ class Progress:
         self.stream.write(("\r" + text + pad) if self.tty else text + "\n")
         self.stream.flush()
 
-    def finish_run(self, run):
-        self.update(run, 1.0, force=True)
+    def finish_run(self, planned):
+        self.update(planned, 1.0, force=True)
         if self.tty:
             self.stream.write("\n")
-        self.done += run.cost
+        self.done += planned.cost
 
 
 def _clock(seconds):
@@ -83,12 +83,12 @@ def _clock(seconds):
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
-def progress_callback(progress, run):
+def progress_callback(progress, planned):
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
 
     class _Callback(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             step = int(self.model.optimizer.iterations.numpy())
-            progress.update(run, step / run.num_steps)
+            progress.update(planned, step / planned.num_steps)
 
     return _Callback()

@@ -18,10 +18,10 @@ import os
 from absl import logging
 
 from tfscale import io as files
+from tfscale.counting import CONVENTIONS, check_convention
 from tfscale.errors import ConfigError
 
 REQUIRED = ("num_params", "num_tokens", "flops", "loss")
-CONVENTIONS = ("total", "non_embedding")
 
 
 class ResultsError(ConfigError):
@@ -106,13 +106,6 @@ def load(path, drop_highest_loss=0):
         logging.warning("%s: %d of %d rows have no non_embedding_params; their num_params and flops are read as "
                         "non-embedding (Kaplan) counts", path, old, len(rows))
     return rows
-
-
-def check_convention(convention):
-    if convention not in CONVENTIONS:
-        raise ConfigError(f"parameter counts are {' or '.join(CONVENTIONS)} (scaling.params, --params), "
-                          f"got {convention!r}")
-    return convention
 
 
 def ndc_from_summary(summary, convention="total"):

@@ -37,7 +37,7 @@ def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
     """Runs this shard's share of the sweep into `workdir`; returns {"ran", "skipped", "failed",
     "results"}.
 
-    train_fn(config, workdir, callbacks) -> summary (default `tfscale.run.train`; with a pool,
+    train_fn(config, workdir, callbacks) -> summary (default `tfscale.training.train`; with a pool,
     a module-level function the workers can import). SIGTERM (preemption) or Ctrl-C stops the
     sweep: running runs save a checkpoint and the next invocation resumes them.
     """
@@ -86,15 +86,15 @@ def _heartbeat(lock, seconds=60.0):
 
 def _run_here(config, workdir, todo, train_fn, progress, names):
     """One run after another in this process."""
-    from tfscale import run as run_lib  # pylint: disable=import-outside-toplevel
+    from tfscale import training  # pylint: disable=import-outside-toplevel
 
     ran, failed = [], []
-    for run in todo:
+    for planned in todo:
         progress.index += 1
-        row = run_one(config, workdir, run, train_fn or run_lib.train, (progress_callback(progress, run),))
-        ran.append(run.name)
+        row = run_one(config, workdir, planned, train_fn or training.train, (progress_callback(progress, planned),))
+        ran.append(planned.name)
         if row["status"] != "ok":
-            failed.append(run.name)
+            failed.append(planned.name)
         sweep_results.assemble(workdir, names)
-        progress.finish_run(run)
+        progress.finish_run(planned)
     return ran, failed

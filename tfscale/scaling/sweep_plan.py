@@ -57,10 +57,13 @@ def size_costs(config, sizes):
     from tfscale import data, models  # pylint: disable=import-outside-toplevel
 
     convention = config.scaling.get("params", "total") if "scaling" in config else "total"
-    out = {}
+    out, infos = {}, {}
     for label, overrides in sizes:
         c = apply_overrides(config, overrides)
-        info = data.load(c.data, c.model.get("seq_len")).info
+        key = (c.data.to_json(sort_keys=True), c.model.get("seq_len"))
+        if key not in infos:  # the data set is read once, not once per size
+            infos[key] = data.load(c.data, c.model.get("seq_len")).info
+        info = infos[key]
         network = models.build(c.model, info)
         card = models.describe(network, c.model)
         out[label] = (card.params(convention), card.flops(convention), card.tokens_per_example or 1)

@@ -111,8 +111,8 @@ class Stopped(callbacks.Preempted):
 class _Worker:
     """One run in its own process, with the read end of its progress pipe."""
 
-    def __init__(self, run, slot, proc, fd, log_path, log_start):
-        self.run, self.slot, self.proc, self.fd, self.log_path = run, slot, proc, fd, log_path
+    def __init__(self, planned, slot, proc, fd, log_path, log_start):
+        self.planned, self.slot, self.proc, self.fd, self.log_path = planned, slot, proc, fd, log_path
         self.log_start = log_start  # this attempt's part of the log
         self.fraction, self.pending, self.t0 = 0.0, b"", time.time()
 
@@ -166,7 +166,7 @@ class Pool:
         self.log_dir = (tempfile.mkdtemp(prefix="tfscale-sweep-logs-") if io.is_remote(workdir)
                         else io.join(workdir, "logs"))
         os.makedirs(self.log_dir, exist_ok=True)
-        custom = train_fn is not None and f"{train_fn.__module__}.{train_fn.__qualname__}" != "tfscale.run.train"
+        custom = train_fn is not None and f"{train_fn.__module__}.{train_fn.__qualname__}" != "tfscale.training.train"
         self.train_fn = train_fn if custom else None
         self.cpu_peak = self._cpu_peak_share()
 
@@ -184,8 +184,8 @@ class Pool:
             previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.pending or self.active:
-                while self.free and not self.signum and (run := self._next_ready()):
-                    self._start(run)
+                while self.free and not self.signum and (planned := self._next_ready()):
+                    self._start(planned)
                 for key, _ in self.selector.select(timeout=0.5):
                     worker = self.active[key.fd]
                     if not worker.read():
@@ -206,11 +206,11 @@ class Pool:
 
     def _next_ready(self):
         """The cheapest pending run whose `after` run (a wsd trunk) is no longer pending or running."""
-        busy = {r.name for r in self.pending} | {w.run.name for w in self.active.values()}
-        for run in self.pending:
-            if not run.after or run.after not in busy:
-                self.pending.remove(run)
-                return run
+        busy = {r.name for r in self.pending} | {w.planned.name for w in self.active.values()}
+        for planned in self.pending:
+            if not planned.after or planned.after not in busy:
+                self.pending.remove(planned)
+                return planned
         return None
 
     def _forward(self, signum, frame):  # pylint: disable=unused-argument
@@ -218,25 +218,25 @@ class Pool:
             logging.warning("sweep: %s: stopping %d workers (each saves a checkpoint)",
                             signal.Signals(signum).name, len(self.active))
         self.signum = self.signum or signum
-        self.stopped = self.stopped or [w.run.name for w in self.active.values()]
+        self.stopped = self.stopped or [w.planned.name for w in self.active.values()]
         for worker in self.active.values():
             worker.signal(signum)
 
     def _fractions(self):
-        return [(w.run, w.fraction) for w in sorted(self.active.values(), key=lambda w: w.slot)]
+        return [(w.planned, w.fraction) for w in sorted(self.active.values(), key=lambda w: w.slot)]
 
-    def _start(self, run):
+    def _start(self, planned):
         slot = self.free.pop(0)
         read_fd, write_fd = os.pipe()
-        log_path = os.path.join(self.log_dir, os.path.basename(sweep_results.row_path("", run.name))[:-5] + ".log")
+        log_path = os.path.join(self.log_dir, os.path.basename(sweep_results.row_path("", planned.name))[:-5] + ".log")
         spec = {"sys_path": list(sys.path), "threads": self.workers.threads, "cpu_peak": self.cpu_peak,
-                "payload": pickle.dumps({"config": self.config, "workdir": self.workdir, "run": run,
+                "payload": pickle.dumps({"config": self.config, "workdir": self.workdir, "planned": planned,
                                          "train_fn": self.train_fn})}
         env = worker_env(self.workers, slot, len(self.workers.devices) > len(set(self.workers.devices)))
         env[PROGRESS_FD] = str(write_fd)
         with open(log_path, "ab") as log:
             log_start = log.tell()
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {run.name}\n".encode())
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {planned.name}\n".encode())
             log.flush()
             # A session of its own: Ctrl-C in the terminal reaches the parent, which forwards it once.
             proc = subprocess.Popen([sys.executable, "-m", "tfscale.scaling.sweep_worker"], stdin=subprocess.PIPE,
@@ -248,10 +248,10 @@ class Pool:
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it died at once; _finish records how
-        worker = _Worker(run, slot, proc, read_fd, log_path, log_start)
+        worker = _Worker(planned, slot, proc, read_fd, log_path, log_start)
         self.active[read_fd] = worker
         self.selector.register(read_fd, selectors.EVENT_READ)
-        logging.info("sweep: %s started in worker %d (pid %d, log %s)", run.name, slot, proc.pid, log_path)
+        logging.info("sweep: %s started in worker %d (pid %d, log %s)", planned.name, slot, proc.pid, log_path)
 
     def _finish(self, worker):
         del self.active[worker.fd]
@@ -263,25 +263,25 @@ class Pool:
         code = worker.proc.returncode
         stopped_codes = (128 + self.signum, -self.signum)
         if self.signum and code in stopped_codes:
-            logging.info("sweep: %s stopped (%s); a re-run resumes it", worker.run.name, launch.describe_exit(code))
+            logging.info("sweep: %s stopped (%s); a re-run resumes it", worker.planned.name, launch.describe_exit(code))
             return
         row = self._row(worker, code)
-        self.ran.append(worker.run.name)
+        self.ran.append(worker.planned.name)
         if row["status"] != "ok":
-            self.failed.append(worker.run.name)
+            self.failed.append(worker.planned.name)
         self.on_result(row)
-        self.progress.finish_pool_run(worker.run, self._fractions())
+        self.progress.finish_pool_run(worker.planned, self._fractions())
 
     def _row(self, worker, code):
         if code == 0:
             try:
-                return io.read_json(sweep_results.row_path(self.workdir, worker.run.name))
+                return io.read_json(sweep_results.row_path(self.workdir, worker.planned.name))
             except Exception:  # pylint: disable=broad-except  (recorded as failed below)
                 pass
         line = last_line(worker.log_path, worker.log_start)
         error = f"worker {launch.describe_exit(code)}" + (f": {line}" if line else "")
-        logging.error("sweep run %s failed: %s (log %s)", worker.run.name, error, worker.log_path)
-        row = sweep_run.failed_row(worker.run, error, time.time() - worker.t0, exit_code=code, log=worker.log_path)
+        logging.error("sweep run %s failed: %s (log %s)", worker.planned.name, error, worker.log_path)
+        row = sweep_run.failed_row(worker.planned, error, time.time() - worker.t0, exit_code=code, log=worker.log_path)
         sweep_results.write_row(self.workdir, row)
         return row
 

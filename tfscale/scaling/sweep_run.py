@@ -18,28 +18,28 @@ from tfscale.scaling.sweep_spec import apply_overrides, strip_sections
 RUN_LOCK_WAIT_SECONDS = 150
 
 
-def row_for(run, summary, config):
+def row_for(planned, summary, config):
     """The results row of a finished run: N, D (tokens), C in both conventions and the final eval loss."""
     num_params, num_tokens, flops = results_lib.ndc_from_summary(summary, "total")
     non_embedding_params, _, flops_kaplan = results_lib.ndc_from_summary(summary, "non_embedding")
     return {
-        "name": run.name, "group": run.group, "size": run.size, "status": "ok",
+        "name": planned.name, "group": planned.group, "size": planned.size, "status": "ok",
         "num_params": num_params, "non_embedding_params": non_embedding_params,
         "num_tokens": float(num_tokens), "flops": float(flops), "flops_kaplan": float(flops_kaplan),
         "loss": summary["eval_loss"],
         "train_loss": summary.get("train_loss"), "steps": summary["steps"],
         "batch_size": config.train.batch_size, "learning_rate": config.optimizer.learning_rate,
-        "overrides": {k: v for k, v in run.overrides}, "compute_budget": run.compute_budget or None,
+        "overrides": {k: v for k, v in planned.overrides}, "compute_budget": planned.compute_budget or None,
         "wall_seconds": summary.get("wall_seconds"),
         **({"eval_accuracy": summary["eval_accuracy"]} if "eval_accuracy" in summary else {}),
-        **({"role": run.role} if run.role else {}),
+        **({"role": planned.role} if planned.role else {}),
     }
 
 
-def failed_row(run, error, wall_seconds, **extra):
+def failed_row(planned, error, wall_seconds, **extra):
     """The results row of a run that failed with `error` (one line)."""
-    return {"name": run.name, "group": run.group, "size": run.size, "status": "failed", "error": error,
-            "overrides": {k: v for k, v in run.overrides}, "wall_seconds": wall_seconds, **extra}
+    return {"name": planned.name, "group": planned.group, "size": planned.size, "status": "failed", "error": error,
+            "overrides": {k: v for k, v in planned.overrides}, "wall_seconds": wall_seconds, **extra}
 
 
 def _lock_run_dir(run_dir):
@@ -54,15 +54,15 @@ def _lock_run_dir(run_dir):
             time.sleep(1.0)
 
 
-def run_one(config, workdir, run, train_fn, callbacks=()):
+def run_one(config, workdir, planned, train_fn, callbacks=()):
     """Trains one planned run into DIR/runs/NAME and records its row (ok, or failed with its
     error: a failed run must not stop the sweep); returns the row. `callbacks.Preempted`
     propagates with nothing recorded: the next invocation resumes the run."""
     from tfscale import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
 
-    run_config = strip_sections(apply_overrides(config, resolve_overrides(run.overrides, workdir)))
-    run_dir = io.join(workdir, "runs", run.name)
+    run_config = strip_sections(apply_overrides(config, resolve_overrides(planned.overrides, workdir)))
+    run_dir = io.join(workdir, "runs", planned.name)
     t0 = time.time()
     try:
         lock = _lock_run_dir(run_dir)
@@ -70,17 +70,17 @@ def run_one(config, workdir, run, train_fn, callbacks=()):
             summary = train_fn(run_config, run_dir, tuple(callbacks))
         finally:
             lock.release()
-        row = row_for(run, summary, run_config)
+        row = row_for(planned, summary, run_config)
     except callbacks_lib.Preempted:
         raise
     except Exception as e:  # pylint: disable=broad-except  (recorded; the sweep goes on)
-        logging.exception("sweep run %s failed", run.name)
+        logging.exception("sweep run %s failed", planned.name)
         message = str(e).strip().splitlines()
-        row = failed_row(run, f"{type(e).__name__}: {message[0] if message else ''}", time.time() - t0)
+        row = failed_row(planned, f"{type(e).__name__}: {message[0] if message else ''}", time.time() - t0)
     finally:
         keras.backend.clear_session()
     sweep_results.write_row(workdir, row)
     if row["status"] == "ok":
-        logging.info("sweep %s: N %d, D %.3g, C %.3g, loss %.4f (%.0f s)", run.name, row["num_params"],
+        logging.info("sweep %s: N %d, D %.3g, C %.3g, loss %.4f (%.0f s)", planned.name, row["num_params"],
                      row["num_tokens"], row["flops"], row["loss"], time.time() - t0)
     return row

@@ -46,13 +46,14 @@ def parse_size(text, index):
         if not eq:
             raise ConfigError(f"sweep.sizes entry {text!r}: {item!r} is not key=value")
         key = key.strip() if "." in key else f"model.{key.strip()}"
-        pairs.append((key, _value(value.strip())))
+        pairs.append((key, parse_value(value.strip())))
     if not pairs:
         raise ConfigError(f"sweep.sizes entry {text!r} sets nothing")
     return label.strip(), tuple(pairs)
 
 
-def _value(text):
+def parse_value(text):
+    """A value written in a spec: an int, a float, true/false, else the text itself."""
     for cast in (int, float):
         try:
             return cast(text)
@@ -75,7 +76,7 @@ def parse_search(text):
                 raise ConfigError(f"sweep.search {key}: loguniform needs 0 < lo < hi, got {lo}, {hi}")
             space[key.strip()] = ("loguniform", lo, hi)
         else:
-            space[key.strip()] = [_value(v.strip()) for v in values.split(",")]
+            space[key.strip()] = [parse_value(v.strip()) for v in values.split(",")]
     return space
 
 

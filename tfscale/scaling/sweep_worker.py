@@ -19,7 +19,7 @@ class PipeReporter:
     def __init__(self, fd):
         self.fd, self.last = fd, 0.0
 
-    def update(self, run, fraction, force=False):  # pylint: disable=unused-argument
+    def update(self, planned, fraction, force=False):  # pylint: disable=unused-argument
         now = time.time()
         if self.fd is None or (not force and now - self.last < 0.5):
             return
@@ -41,8 +41,7 @@ def main():
     spec = pickle.load(sys.stdin.buffer)
     sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]  # a caller's own train_fn
     import tfscale  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (Keras 2 first)
-    from tfscale import callbacks, launch, throughput  # pylint: disable=import-outside-toplevel
-    from tfscale import run as run_lib  # pylint: disable=import-outside-toplevel
+    from tfscale import callbacks, launch, throughput, training  # pylint: disable=import-outside-toplevel
     from tfscale.scaling import progress, sweep_run  # pylint: disable=import-outside-toplevel
 
     from absl import logging  # pylint: disable=import-outside-toplevel
@@ -53,12 +52,12 @@ def main():
     if spec["cpu_peak"]:
         throughput._cpu_peak = spec["cpu_peak"]  # pylint: disable=protected-access  (measured once by the pool)
     job = pickle.loads(spec["payload"])
-    run = job["run"]
+    planned = job["planned"]
     fd = int(os.environ.get(PROGRESS_FD) or -1)
     reporter = PipeReporter(fd if fd >= 0 else None)
     try:
-        sweep_run.run_one(job["config"], job["workdir"], run, job["train_fn"] or run_lib.train,
-                      (progress.progress_callback(reporter, run),))
+        sweep_run.run_one(job["config"], job["workdir"], planned, job["train_fn"] or training.train,
+                           (progress.progress_callback(reporter, planned),))
     except callbacks.Preempted as e:
         print(e, file=sys.stderr, flush=True)
         sys.exit(e.exit_code)

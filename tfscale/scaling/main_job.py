@@ -64,10 +64,10 @@ def _rated(config, sizes, candidates, costs):
     return rated, info
 
 
-def run(config, workdir):
+def run_main_job(config, workdir):
     """Runs every stage into `workdir` and returns (the scaling.json dict, scaling.md text)."""
-    from tfscale import compress  # pylint: disable=import-outside-toplevel
-    from tfscale import run as run_lib  # pylint: disable=import-outside-toplevel
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+    from tfscale import compress, training  # pylint: disable=import-outside-toplevel
 
     t0 = time.time()
     times = {"sweep": 0.0, "fit": 0.0}
@@ -114,31 +114,35 @@ def run(config, workdir):
     t = time.time()
     final_dir = io.join(workdir, "final")
     below, above = plan_check.neighbours(candidates, costs, label)
-    models, summaries = [], {}
+    models, summaries, times["plan_check_eval"], times["compress"] = [], {}, 0.0, 0.0
     for role, size in (("chosen", label), ("below", below), ("above", above)):
         if size is None:
             continue
         steps = plan_check.steps_at(budget, costs[size][1], batch)
         cfg = final_config(config, dict(candidates)[size], steps, export=role == "chosen")
         size_dir = final_dir if role == "chosen" else io.join(workdir, "check", size)
-        summary = run_lib.train(cfg, size_dir)
+        # Each trained run is handed on as it is: its held-out losses and (for the chosen
+        # size) its compressed variants come from the same object, never a rebuilt run.
+        with training.Run(cfg, size_dir, check_network=compress.check_network if role == "chosen" else None) as run:
+            summary = run.train()
+            t_eval = time.time()
+            losses = run.heldout_losses()
+            times["plan_check_eval"] += time.time() - t_eval
+            if role == "chosen":
+                t_compress = time.time()
+                compression, table = compress.compress_run(run)
+                times["compress"] += time.time() - t_compress
+        keras.backend.clear_session()
         summaries[size] = (cfg, summary)
         n, d, c = results.ndc_from_summary(summary, result["params_convention"])
         models.append({"size": size, "role": role, "num_params": n, "num_tokens": d, "flops": c,
                        "steps": summary["steps"], "learning_rate": cfg.optimizer.learning_rate,
-                       "eval_loss": summary["eval_loss"], "workdir": size_dir,
+                       "eval_loss": summary["eval_loss"], "workdir": size_dir, "losses": losses,
                        "predicted_loss": float(laws.LAWS[result["law"]].loss(result["params"], n, d))})
-    times["plan_check_train"] = time.time() - t
-    t = time.time()
-    for m in models:
-        m["losses"] = plan_check.heldout_losses(summaries[m["size"]][0], m["workdir"])
+    times["plan_check_train"] = time.time() - t - times["plan_check_eval"] - times["compress"]
     check = {"flops": budget, **plan_check.compare(models, label)}
-    times["plan_check_eval"] = time.time() - t
     logging.info("plan check: %s", check["sentence"])
     final, summary = summaries[label]
-    t = time.time()
-    compression, table = compress.compress(final, final_dir)
-    times["compress"] = time.time() - t
     chosen = next(m for m in models if m["role"] == "chosen")
     job = {
         "sweep": {"runs": len(rows), "results": state["out"]["results"], "failed": state["out"]["failed"],

@@ -13,6 +13,7 @@ import tempfile
 import time
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -51,7 +52,9 @@ def _is_chief(strategy):
 class Run:
     """Everything a run is made of, set up and checked; `train()` is the usual entry point."""
 
-    def __init__(self, config, workdir):
+    def __init__(self, config, workdir, check_network=None):
+        """`check_network(config, network)`: a later job's own check of the built network (e.g.
+        the compression variants it can make), run before anything is written."""
         self.config, self.workdir = config, workdir
         config_lib.validate(config)
         if config.deterministic:
@@ -72,6 +75,8 @@ class Run:
         # One label per example: a classifier (eval.json, probabilities in the export).
         self.classifier = self.data.train[1].ndim == 1
         self._build()  # a model knob Keras would refuse fails here, before any write
+        if check_network is not None:
+            check_network(config, self.network)
         # Nothing above writes to the workdir; from here on the run owns it. One process at a
         # time: the chief locks it (the other workers never write there).
         self.lock = lock.WorkdirLock(workdir).acquire() if self.chief else None
@@ -119,6 +124,13 @@ class Run:
     def __exit__(self, *exc):
         self.close()
 
+    def train(self, extra_callbacks=(), t0=None):
+        """Trains to `train.num_steps`, evaluates, exports and writes summary.json; returns the
+        summary. A finished run (summary.json at its last step) does nothing and returns it. The
+        network keeps the final weights, so a later job (compression, the plan check) goes on
+        from this object rather than rebuilding the run."""
+        return _train(self, extra_callbacks, time.time() if t0 is None else t0)
+
     @property
     def step(self):
         return int(self.optimizer.iterations.numpy())
@@ -133,7 +145,7 @@ class Run:
         c = self.config
         if checkpoint.restore_latest(self.restore_manager) is None:  # fresh: maybe a branch
             branch.restore(c, self.restore_manager.checkpoint, self.optimizer)
-        start = self.step
+        start = self.started_at = self.step
         writer = tf.summary.create_file_writer(io.join(self.workdir, "tensorboard")) if self.chief else None
         card = models.describe(self.network, c.model)  # MFU from every FLOP, logits included
         logger = callbacks.MetricsLogger(
@@ -175,6 +187,17 @@ class Run:
         ds = data.eval_dataset(data.evenly_spaced(self.data.eval, self.config.eval.max_examples), batch)
         return self.model.evaluate(ds, verbose=0, return_dict=True)
 
+    def heldout_losses(self):
+        """Loss of every held-out example `evaluate` averages (`eval.max_examples`, evenly spaced),
+        with the weights the network holds now: the plan check's evaluation noise comes from these."""
+        per_example = trainer.per_example_loss_fn(self.config.train.loss)
+        arrays = data.evenly_spaced(self.data.eval, self.config.eval.max_examples)
+        out = []
+        for x, y, w in data.eval_dataset(arrays, self.config.eval.batch_size):
+            losses = per_example(y, self.network(x, training=False)).numpy()
+            out.append(losses[w.numpy() > 0])
+        return np.concatenate(out).astype(np.float64)
+
     def export(self):
         """SavedModel under export/saved_model, verified against Keras on held-out inputs.
 
@@ -194,20 +217,20 @@ def train(config, workdir, callbacks=()):
     `callbacks`: extra Keras callbacks (e.g. early stopping, a custom logger) for `fit`.
     """
     t0 = time.time()
-    run = Run(config, workdir)
-    try:
-        return _train(run, callbacks, t0)
-    finally:
-        run.close()
+    with Run(config, workdir) as run:
+        return run.train(callbacks, t0)
 
 
 def _train(run, extra_callbacks, t0):
     config, workdir = run.config, run.workdir
-    logger = run.fit(extra_callbacks)
-    results = run.evaluate()
     c = config
     summary_path = io.join(workdir, "summary.json")
     previous = io.read_json(summary_path) if io.exists(summary_path) else {}
+    logger = run.fit(extra_callbacks)
+    if run.started_at >= c.train.num_steps and previous.get("steps") == run.step:
+        logging.info("%s is finished: summary.json kept, nothing evaluated or exported again", workdir)
+        return previous
+    results = run.evaluate()
     card = models.describe(run.network, c.model)
     summary = {
         "model": c.model.name,

@@ -108,7 +108,7 @@ def _short(value):
     return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{value:.3g}")
 
 
-def fit(rows, law=None, inits=None, bootstrap=0, seed=0, derived=None, restarts=4):
+def fit_law(rows, law=None, inits=None, bootstrap=0, seed=0, derived=None, restarts=4):
     """Fits `law` (a `Law` or a name; default: `laws.choose(rows)`) to result rows.
 
     rows: dicts with `loss` and the law's columns. bootstrap: number of resampled refits; each
