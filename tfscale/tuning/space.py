@@ -29,7 +29,7 @@ class Param:
     def spec(self):
         if self.kind == "choice":
             return f"choice({', '.join(str(c) for c in self.choices)})"
-        return f"{self.kind}({self.lo:g}, {self.hi:g}{', log' if self.log else ''})"
+        return f"{self.kind}({self.lo:g}, {self.hi:g}{', log' if self.log and self.kind == 'int' else ''})"
 
     def grid_values(self):
         """The points of a grid over this key (choices, or every integer of an int range)."""
@@ -53,20 +53,19 @@ class Param:
         return list(self.choices) if self.kind == "choice" else [self.lo, self.hi]
 
 
-def _leaf(config, key):
-    """(parent ConfigDict, leaf name) of a dotted key, or a ConfigError naming it."""
+def leaf(config, key, what="tune.space"):
+    """(parent ConfigDict, leaf name) of a dotted key, or a ConfigError naming it (and `what`)."""
     import ml_collections  # pylint: disable=import-outside-toplevel
-    *path, leaf = key.split(".")
+    *path, name = key.split(".")
     node = config
     for i, part in enumerate(path):
         require(isinstance(node, ml_collections.ConfigDict) and part in node,
-                f"tune.space: unknown config key {key!r} (no section {'.'.join(path[:i + 1])!r})")
+                f"{what}: unknown config key {key!r} (no section {'.'.join(path[:i + 1])!r})")
         node = node[part]
-    require(isinstance(node, ml_collections.ConfigDict) and leaf in node,
-            f"tune.space: unknown config key {key!r}")
-    require(not isinstance(node[leaf], ml_collections.ConfigDict),
-            f"tune.space: {key!r} is a section, not a key")
-    return node, leaf
+    require(isinstance(node, ml_collections.ConfigDict) and name in node,
+            f"{what}: unknown config key {key!r}")
+    require(not isinstance(node[name], ml_collections.ConfigDict), f"{what}: {key!r} is a section, not a key")
+    return node, name
 
 
 def _number(text, entry):
@@ -111,8 +110,8 @@ def _parse_one(entry):
 
 def _typed(param, config):
     """The param with its values in the key's own type; a ConfigError where they cannot be."""
-    parent, leaf = _leaf(config, param.key)
-    kind = parent.get_type(leaf)
+    parent, name = leaf(config, param.key)
+    kind = parent.get_type(name)
     what = f"tune.space {param.key}={param.spec()}"
     if kind is bool:
         require(param.kind == "choice" and all(isinstance(c, bool) for c in param.choices),
