@@ -43,7 +43,7 @@ def rows(study):
     out = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        note = a.get("error") or a.get("interrupted") or ""
+        note = a.get("error") or (a.get("interrupted") if t.state.name == "FAIL" else "") or ""
         if t.state.name == "PRUNED" and "pruned_at" in a:
             note = f"pruned at update {a['pruned_at']}"
         if _retry_of(t) is not None:
@@ -63,14 +63,17 @@ def best_trial(study):
 def update_counts(study):
     """(updates trained, updates the same trials would have trained unpruned) over done trials.
 
-    Interrupted attempts are left out: their updates are counted by the retry that resumed them
-    (a trial's `steps` is its workdir's step count)."""
+    A failed trial counts what it trained on both sides (unpruned, it would have failed there
+    too). Interrupted attempts are left out: the retry that resumed one counts its workdir's
+    updates (summary.json `steps`), the ones before the interruption included."""
     from tfscale.tuning.study import is_done  # pylint: disable=import-outside-toplevel
     trained = unpruned = 0
     for t in study.get_trials(deepcopy=False):
-        if is_done(t) and t.user_attrs.get("num_steps"):
-            trained += t.user_attrs.get("steps") or 0
-            unpruned += t.user_attrs["num_steps"]
+        if not is_done(t):
+            continue
+        steps = t.user_attrs.get("steps") or 0
+        trained += steps
+        unpruned += steps if t.state.name == "FAIL" else t.user_attrs.get("num_steps", steps)
     return trained, unpruned
 
 

@@ -102,6 +102,7 @@ def _parse_one(entry):
     require(lo < hi, f"tune.space {entry!r}: lo must be below hi, got {lo:g} >= {hi:g}")
     if kind == "int":
         require(lo.is_integer() and hi.is_integer(), f"tune.space {entry!r}: int bounds must be integers")
+        lo, hi = int(lo), int(hi)
     if log:
         require(lo > 0, f"tune.space {entry!r}: {'loguniform' if kind != 'int' else 'int(..., log)'} "
                 f"needs lo > 0, got {lo:g}")
