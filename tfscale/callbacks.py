@@ -63,9 +63,9 @@ class MetricsLogger(keras.callbacks.Callback):
         kept = [r for r in records if isinstance(r, dict) and r.get("step", 0) <= step]
         if len(kept) != len(lines):
             io.write_bytes(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
-        self.earlier = kept
-        if kept:
-            self.last_logs = kept[-1]
+        self.earlier = [r for r in kept if "loss" in r]  # the training lines, not the evaluations
+        if self.earlier:
+            self.last_logs = self.earlier[-1]
 
     def on_train_begin(self, logs=None):
         self.start_step = self.last_step = self._step()
@@ -108,6 +108,13 @@ class MetricsLogger(keras.callbacks.Callback):
         self.last_step, self.t_last = step, now
         self.model.reset_metrics()
 
+    def exclude(self, seconds):
+        """Leaves `seconds` (a periodic evaluation) out of the throughput figures."""
+        self.t_last += seconds
+        self.t_start += seconds
+        if self.timed_from is not None:
+            self.timed_from = (self.timed_from[0], self.timed_from[1] + seconds)
+
     def on_train_end(self, logs=None):
         if self.examples_per_sec is None and self.last_step > self.start_step:
             # A run too short for two windows: fall back to the whole run, start-up included.
@@ -124,6 +131,38 @@ class MetricsLogger(keras.callbacks.Callback):
         return {"examples_per_sec": self.examples_per_sec,
                 **throughput.derived(self.examples_per_sec, self.flops_per_example,
                                      self.tokens_per_example, self.peak_flops)}
+
+
+class ProfileSteps(keras.callbacks.Callback):
+    """A TensorFlow profile of updates `start`..`stop` into `logdir` (TensorBoard's profile tab).
+
+    Counted in optimizer updates, like every callback here; with steps_per_execution the
+    profile starts and stops at the executions that contain those updates."""
+
+    def __init__(self, logdir, start, stop):
+        super().__init__()
+        self.logdir, self.start, self.stop = logdir, start, stop
+        self.active = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if not self.active and self.start <= step < self.stop:
+            tf.profiler.experimental.start(self.logdir)
+            self.active = True
+            logging.info("profiling updates %d..%d into %s", step, self.stop, self.logdir)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.active and int(self.model.optimizer.iterations.numpy()) >= self.stop:
+            self._finish()
+
+    def on_train_end(self, logs=None):
+        if self.active:
+            self._finish()
+
+    def _finish(self):
+        tf.profiler.experimental.stop()
+        self.active = False
+        logging.info("profile written to %s (TensorBoard, profile tab)", self.logdir)
 
 
 class Preempted(Exception):

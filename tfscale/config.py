@@ -46,6 +46,15 @@ def defaults():
     # "WORKDIR_OR_CHECKPOINT@STEP": a fresh run starts from that checkpoint at update STEP
     # (network, optimizer) instead of from scratch; "" = from scratch. tfscale.branch.
     c.train.init_from = ""
+    # Early stopping, from the evaluations of eval.every_steps (tfscale/periodic_eval.py).
+    c.train.early_stopping = ml_collections.ConfigDict()
+    c.train.early_stopping.monitor = "eval_loss"  # also what "best" means: eval_loss | eval_accuracy
+    c.train.early_stopping.mode = "auto"  # auto (max for accuracies, else min) | min | max
+    c.train.early_stopping.patience = 0  # evaluations without improvement before stopping; 0 = never stop
+    c.train.early_stopping.min_delta = 0.0  # an improvement must beat the best by more than this
+    c.train.early_stopping.restore_best = True  # evaluate and export the best weights, not the last
+    # "START,STOP": a TensorFlow profile of updates START..STOP in DIR/tensorboard (profile tab).
+    c.train.profile_steps = ""
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"
@@ -85,6 +94,7 @@ def defaults():
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 512
     c.eval.max_examples = 0  # held-out examples the run's eval_loss is measured on; 0 = all
+    c.eval.every_steps = 0  # also evaluate every so many updates (metrics.jsonl, TensorBoard); 0 = at the end only
 
     c.export = ml_collections.ConfigDict()
     c.export.saved_model = True
@@ -92,6 +102,39 @@ def defaults():
     from tfscale.compress import section  # pylint: disable=import-outside-toplevel  (owns its section)
     c.compress = section.defaults()
     return c
+
+
+def profile_range(text):
+    """`train.profile_steps` "START,STOP" as (START, STOP), or None when empty."""
+    if not str(text).strip():
+        return None
+    parts = str(text).split(",")
+    try:
+        start, stop = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"train.profile_steps must be \"START,STOP\" (two updates), got {text!r}") from None
+    return start, stop
+
+
+def _validate_periodic_eval(config):
+    t, every = config.train, config.eval.every_steps
+    require(every >= 0, f"eval.every_steps must be >= 0, got {every}")
+    require(not every or not t.steps_per_execution or every % t.steps_per_execution == 0,
+            f"eval.every_steps {every} must be a multiple of train.steps_per_execution {t.steps_per_execution}: "
+            "callbacks run once per execution")
+    e = t.early_stopping
+    require(e.mode in ("auto", "min", "max"), f"train.early_stopping.mode must be auto, min or max, got {e.mode!r}")
+    require(e.patience >= 0, f"train.early_stopping.patience must be >= 0, got {e.patience}")
+    require(e.min_delta >= 0, f"train.early_stopping.min_delta must be >= 0, got {e.min_delta}")
+    require(str(e.monitor).startswith("eval_"),
+            f"train.early_stopping.monitor must be a held-out figure (eval_loss, eval_accuracy), got {e.monitor!r}")
+    require(not e.patience or every, "train.early_stopping.patience needs eval.every_steps > 0: "
+            "it counts the periodic evaluations")
+    profile = profile_range(t.profile_steps)
+    if profile is not None:
+        require(0 <= profile[0] < profile[1] <= t.num_steps,
+                f"train.profile_steps {t.profile_steps!r} must be START,STOP with 0 <= START < STOP <= "
+                f"train.num_steps {t.num_steps}")
 
 
 def _choice(value, choices, what):
@@ -143,6 +186,7 @@ def validate(config):
            f"checkpoint.every_steps must be >= 1, got {config.checkpoint.every_steps}")
     require(config.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {config.checkpoint.keep}")
     _validate_keep_steps(config.checkpoint.keep_steps, t)
+    _validate_periodic_eval(config)
     require(config.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
     require(config.eval.max_examples >= 0,
            f"eval.max_examples must be >= 0 (0 = all), got {config.eval.max_examples}")

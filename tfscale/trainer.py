@@ -64,7 +64,8 @@ def compile_model(model, optimizer, loss, **kwargs):
     for LMs) when it is sparse categorical cross-entropy. `kwargs` go to `compile`."""
     metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
                if loss == "sparse_categorical_crossentropy" else [])
-    model.compile(optimizer, loss=loss, metrics=metrics, **kwargs)
+    # weighted_metrics=[]: the sample weights reach the metrics as a mask (test_step), on purpose.
+    model.compile(optimizer, loss=loss, metrics=metrics, weighted_metrics=[], **kwargs)
 
 
 def _split(tensor, k):

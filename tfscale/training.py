@@ -18,7 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfscale import (branch, callbacks, checkpoint, config as config_lib, data, distribute, evaluation,
-                     export, io, launch, lock, models, optim, precision, throughput, trainer,
+                     export, io, launch, lock, models, optim, periodic_eval, precision, throughput, trainer,
                      workdir as workdir_lib)
 
 
@@ -88,8 +88,11 @@ class Run:
             self.own_dir = workdir if self.chief else tempfile.mkdtemp(
                 prefix=f"tfscale-worker{self.strategy.cluster_resolver.task_id}-")
             workdir_lib.prepare(self.own_dir, self.config)
+            self.stopping = periodic_eval.StoppingState()
             self.manager = checkpoint.manager_for(self.own_dir, self.network, self.optimizer,
-                                                  self.config.checkpoint.keep)
+                                                  self.config.checkpoint.keep,
+                                                  objects={"early_stopping": self.stopping})
+            self.best = periodic_eval.best_manager(self.own_dir, self.network)
             self.restore_manager = self.manager if self.chief else checkpoint.reader_for(
                 self.manager, self.workdir)
         except BaseException:
@@ -157,6 +160,10 @@ class Run:
         if start >= c.train.num_steps:
             logging.info("already trained: step %d of %d", start, c.train.num_steps)
             return logger
+        if self.stopped_early:
+            logging.info("already stopped early at update %d of %d: nothing left to train", start,
+                         c.train.num_steps)
+            return logger
         train_fn = data.train_dataset_fn(self.data.train, c.train.batch_size, c.seed, start,
                                          c.train.num_steps)
         dataset = self.strategy.distribute_datasets_from_function(train_fn)
@@ -169,9 +176,18 @@ class Run:
                                           on_save=self.lock.refresh if self.lock else None,
                                           keep_steps=c.checkpoint.keep_steps)
         guard = callbacks.StopOnDivergence()
+        own = [guard, logger]
+        if c.eval.every_steps:
+            own.append(periodic_eval.PeriodicEvaluation(
+                self.evaluate, c.eval.every_steps, c.train.num_steps, self.stopping, c.train.early_stopping,
+                metrics_path=logger.path if self.chief else None, writer=writer, best_saver=self.best,
+                pause=logger.exclude))
+        profile = config_lib.profile_range(c.train.profile_steps)
+        if profile is not None and self.chief:
+            own.append(callbacks.ProfileSteps(io.join(self.workdir, "tensorboard"), *profile))
         self.model.fit(dataset, epochs=1, steps_per_epoch=c.train.num_steps - start,
                        verbose=1 if sys.stdout.isatty() else 0,
-                       callbacks=[guard, logger, saver, *extra_callbacks])
+                       callbacks=[*own, saver, *extra_callbacks])
         if guard.diverged_at is not None:
             raise callbacks.Diverged(guard.diverged_at, self.manager.latest_checkpoint,
                                      c.optimizer.learning_rate)
@@ -180,12 +196,38 @@ class Run:
                                       saver.signal or signal.SIGTERM)
         return logger
 
+    @property
+    def stopped_early(self):
+        return int(self.stopping.stopped_at.numpy()) >= 0
+
     def evaluate(self):
-        """Loss (and accuracy) on the held-out split, or on `eval.max_examples` of it."""
-        # Rounded up to a multiple of the replicas, so every replica's batch has one static shape.
-        batch = -(-self.config.eval.batch_size // self.num_replicas) * self.num_replicas
-        ds = data.eval_dataset(data.evenly_spaced(self.data.eval, self.config.eval.max_examples), batch)
-        return self.model.evaluate(ds, verbose=0, return_dict=True)
+        """Loss (and accuracy) on the held-out split, or on `eval.max_examples` of it.
+
+        The training metrics are left as they were: an evaluation in the middle of a logging
+        window (`eval.every_steps`) must not reset or add to the window's running means.
+        """
+        if getattr(self, "_eval_ds", None) is None:
+            # Rounded up to a multiple of the replicas, so every replica's batch has one static shape.
+            batch = -(-self.config.eval.batch_size // self.num_replicas) * self.num_replicas
+            self._eval_ds = data.eval_dataset(
+                data.evenly_spaced(self.data.eval, self.config.eval.max_examples), batch)
+        variables = [v for m in self.model.metrics for v in m.variables]
+        saved = [v.numpy() for v in variables]
+        results = self.model.evaluate(self._eval_ds, verbose=0, return_dict=True)
+        for v, value in zip(variables, saved):
+            v.assign(value)
+        return results
+
+    def restore_best(self):
+        """Puts the best weights of the periodic evaluations into the network, when there are
+        any and `train.early_stopping.restore_best` asks for them; returns their update or None."""
+        best_step = self.stopping.as_dict()["best_step"]
+        if not (self.config.eval.every_steps and self.config.train.early_stopping.restore_best) or best_step is None:
+            return None
+        if best_step != self.step:
+            periodic_eval.restore_best(
+                self.best if self.chief else periodic_eval.best_manager(self.workdir, self.network), best_step)
+        return best_step
 
     def heldout_losses(self):
         """Loss of every held-out example `evaluate` averages (`eval.max_examples`, evenly spaced),
@@ -227,7 +269,9 @@ def _train(run, extra_callbacks, t0):
     summary_path = io.join(workdir, "summary.json")
     previous = io.read_json(summary_path) if io.exists(summary_path) else {}
     logger = run.fit(extra_callbacks)
-    if run.started_at >= c.train.num_steps and previous.get("steps") == run.step:
+    best_step = run.restore_best()
+    finished = run.started_at >= c.train.num_steps or (run.stopped_early and run.started_at == run.step)
+    if finished and previous.get("steps") == run.step:
         logging.info("%s is finished: summary.json kept, nothing evaluated or exported again", workdir)
         return previous
     results = run.evaluate()
@@ -251,6 +295,13 @@ def _train(run, extra_callbacks, t0):
         "jit_compile": run.jit_compile,
         "steps_per_execution": run.steps_per_execution,
     }
+    if c.eval.every_steps:
+        state = run.stopping.as_dict()
+        summary["evaluated_weights"] = {"which": "best" if best_step is not None else "last",
+                                        "step": best_step if best_step is not None else run.step}
+        summary["early_stopping"] = {"monitor": c.train.early_stopping.monitor, "best": state["best"],
+                                     "best_step": state["best_step"], "stopped_at": state["stopped_at"],
+                                     "reason": periodic_eval.stop_reason(c.train.early_stopping, run.stopping)}
     if card.task == "lm":  # language models: per-token figures, and Kaplan's counts beside them
         summary.update(
             non_embedding_params=card.non_embedding_params,
