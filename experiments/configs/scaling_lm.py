@@ -37,12 +37,17 @@ CANDIDATES = {
     "gpu": {"gz": (2, 48, 2), "g1h": (3, 112, 4), "g2h": (4, 160, 4), "g3h": (5, 224, 4), "g4h": (6, 288, 4),
             "g5h": (8, 384, 6), "g7": (10, 512, 8)},
 }
+# `wide`: the default sweep with a fifth size and a fourth, 2x larger budget (2.2 epochs of pycode):
+# what narrower intervals of the fitted exponents take, measured once (README, "The main job").
+SIZES["wide"] = {**SIZES[None], "n448k": CANDIDATES[None]["n448k"]}
+CANDIDATES["wide"] = {k: v for k, v in CANDIDATES[None].items() if k != "n448k"}
 PYCODE_EPOCH = 5.74e6  # training bytes of pycode (11,213 windows of 512)
 # 6,250 to 25,000 updates of 4 x 64 bytes: at 3,125 updates every size still ends near the same
 # loss (training is limited by its updates, not by N), which no additive law can follow.
-TOKENS = {None: (1.6e6, 3.2e6, 6.4e6), "tiny": (4096, 8192), "gpu": tuple(k * PYCODE_EPOCH for k in (1, 2, 4, 8))}
-SEQ_LEN = {None: 64, "tiny": 16, "gpu": 512}
-BATCH = {None: 4, "tiny": 8, "gpu": 32}
+TOKENS = {None: (1.6e6, 3.2e6, 6.4e6), "tiny": (4096, 8192), "gpu": tuple(k * PYCODE_EPOCH for k in (1, 2, 4, 8)),
+          "wide": (1.6e6, 3.2e6, 6.4e6, 12.8e6)}
+SEQ_LEN = {None: 64, "wide": 64, "tiny": 16, "gpu": 512}
+BATCH = {None: 4, "wide": 4, "tiny": 8, "gpu": 32}
 
 
 def size_entry(label, shape):
@@ -54,15 +59,16 @@ def size_entry(label, shape):
 def get_config(arg=None):
     arg = arg or None
     if arg not in SIZES:
-        raise ConfigError(f"unknown variant {arg!r}; variants: tiny, gpu")
+        raise ConfigError(f"unknown variant {arg!r}; variants: tiny, gpu, wide")
     c = lm.get_config("tiny" if arg == "tiny" else None)
     c.unlock()
     c.model.seq_len = SEQ_LEN[arg]
     c.train.batch_size = BATCH[arg]
-    c.train.steps_per_execution = 8 if arg is None else 1  # small steps: amortise the per-call overhead
-    c.train.log_every_steps = 200 if arg is None else 4
-    c.checkpoint.every_steps = 500 if arg is None else 4
-    c.eval.max_examples = 1024 if arg is None else 64  # held-out windows each run's loss is measured on
+    cpu = arg in (None, "wide")
+    c.train.steps_per_execution = 8 if cpu else 1  # small steps: amortise the per-call overhead
+    c.train.log_every_steps = 200 if cpu else 4
+    c.checkpoint.every_steps = 500 if cpu else 4
+    c.eval.max_examples = 1024 if cpu else 64  # held-out windows each run's loss is measured on
     c.export.saved_model = False  # sweep runs are measured, not shipped
 
     c.sweep = sweep_defaults()
@@ -73,17 +79,17 @@ def get_config(arg=None):
     c.sweep.workers = 1 if arg == "tiny" else 0  # 0: as many runs at once as the cores or GPUs allow
 
     c.scaling = ml_collections.ConfigDict()
-    c.scaling.compute_budget = 2e12 if arg is None else 0.0  # FLOPs of the final model; 0 = the sweep's largest run
+    c.scaling.compute_budget = 2e12 if cpu else 0.0  # FLOPs of the final model; 0 = the sweep's largest run
     c.scaling.candidate_sizes = tuple(size_entry(k, v) for k, v in {**SIZES[arg], **CANDIDATES[arg]}.items())
     c.scaling.flops = "model"  # the runs' own FLOP counts (attention included), or 6nd
     c.scaling.params = "total"  # N and C count embeddings and logits; or non_embedding (Kaplan)
-    c.scaling.bootstrap = 200 if arg is None else 20
-    c.scaling.grid_stride = 3 if arg is None else 37  # every k-th start of the 4,500-point fit grid
+    c.scaling.bootstrap = 200 if cpu else 20
+    c.scaling.grid_stride = 3 if cpu else 37  # every k-th start of the 4,500-point fit grid
     c.scaling.accum_steps = 2  # the final model trains with gradient accumulation
     c.scaling.max_added_sizes = 3  # sizes the job may add beyond the sweep to bracket N_opt
     c.compress.variants = "float32,dynamic_range,float16"
     c.compress.eval_examples = c.eval.max_examples  # the same held-out windows as the runs' eval_loss
-    c.compress.latency_runs = 50 if arg is None else 5
+    c.compress.latency_runs = 50 if cpu else 5
     if arg == "gpu":
         _gpu(c)
     return c.lock()
