@@ -195,6 +195,7 @@ def test_a_study_writes_best_config_report_plots_and_hparams(finished_study):
     assert config.model.width == best["params"]["model.width"]
     # tune.best_config_overrides: the final run trains on all of train and reports test accuracy.
     assert (config.data.train_split, config.data.eval_split, config.export.saved_model) == ("train", "test", True)
+    assert config.eval.every_steps == 0  # nothing is chosen on the test split (no best weights from it)
     trial_config = config_lib.defaults()
     trial_config.update(__import__("ml_collections").ConfigDict(__import__("json").load(
         open(os.path.join(workdir, f"trials/{best['number']:04d}/config.json")))))
@@ -221,8 +222,6 @@ def test_rerunning_a_finished_study_runs_no_trial_and_a_longer_one_adds_trials(f
     assert again.calls == []
 
 
-@pytest.mark.skipif("every_steps" not in __import__("tfscale.config").config.defaults().eval,
-                    reason="periodic evaluation (eval.every_steps) is not in this tree yet")
 def test_a_pruned_trial_stops_early_and_costs_fewer_updates(tmp_path):
     config = tiny(train__num_steps=60, tune__num_trials=2, tune__pruner_startup_trials=1)
     params = tuning.check(config)
@@ -237,6 +236,8 @@ def test_a_pruned_trial_stops_early_and_costs_fewer_updates(tmp_path):
     import json
     steps = json.load(open(tmp_path / "trials" / "0001" / "summary.json"))["steps"]
     assert steps == slow["steps"]  # what summary.json says was trained
+    reported = _load(config, tmp_path).trials[1].intermediate_values
+    assert sorted(reported) == list(range(10, slow["steps"] + 1, 10))  # optimizer updates, every eval
 
 
 def test_a_trial_stopped_by_sigterm_is_enqueued_again_and_resumes_in_its_workdir(tmp_path):
