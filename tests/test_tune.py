@@ -1,5 +1,6 @@
 """Tuning (`experiments.tune`): the space and its errors, a study end to end, pruning, failures,
 re-runs and a killed study resumed."""
+import json
 import os
 import signal
 import sqlite3
@@ -8,6 +9,7 @@ import sys
 import time
 import types
 
+import ml_collections
 import pytest
 
 from experiments import cli
@@ -36,6 +38,11 @@ def tiny(**keys):
 
 def _quiet(_):
     pass
+
+
+def _json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 class CountingTrain:
@@ -172,7 +179,7 @@ def finished_study(tmp_path_factory):
     """A tiny study of 4 trials, run to its end; the second trial's training raises."""
     workdir = str(tmp_path_factory.mktemp("study"))
     train = CountingTrain(fail={2})
-    summary = tuning.tune(tiny(tune__pruner="none"), workdir, train_fn=train, say=_quiet)
+    summary = tuning.tune(tiny(tune__pruner="none", eval__every_steps=0), workdir, train_fn=train, say=_quiet)
     return workdir, summary, train
 
 
@@ -181,7 +188,8 @@ def test_a_study_writes_best_config_report_plots_and_hparams(finished_study):
     for name in ("best_config.py", "report.md", "history.png", "results.json", "study.db"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
     # 3 complete trials: fewer than fANOVA needs, and report.md says so instead of a plot.
-    report = open(os.path.join(workdir, "report.md")).read()
+    with open(os.path.join(workdir, "report.md"), encoding="utf-8") as f:
+        report = f.read()
     assert not os.path.exists(os.path.join(workdir, "importances.png"))
     assert "parameter importances: 3 complete trial(s): importances need 4 or more" in report
     assert "| 1 | FAIL |" in report and "RuntimeError: boom: injected failure" in report
@@ -197,8 +205,7 @@ def test_a_study_writes_best_config_report_plots_and_hparams(finished_study):
     assert (config.data.train_split, config.data.eval_split, config.export.saved_model) == ("train", "test", True)
     assert config.eval.every_steps == 0  # nothing is chosen on the test split (no best weights from it)
     trial_config = config_lib.defaults()
-    trial_config.update(__import__("ml_collections").ConfigDict(__import__("json").load(
-        open(os.path.join(workdir, f"trials/{best['number']:04d}/config.json")))))
+    trial_config.update(ml_collections.ConfigDict(_json(os.path.join(workdir, f"trials/{best['number']:04d}/config.json"))))
     assert trial_config.model.width == config.model.width and trial_config.data.eval_split == "train[85%:]"
     events = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(workdir, "tensorboard")) for f in files]
     assert len(events) == 1 + 4  # the HParams config and one session per trial
@@ -215,10 +222,11 @@ def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(finish
 def test_rerunning_a_finished_study_runs_no_trial_and_a_longer_one_adds_trials(finished_study, tmp_path):
     workdir, summary, _ = finished_study
     again = CountingTrain()
-    rerun = tuning.tune(tiny(tune__pruner="none"), workdir, train_fn=again, say=_quiet)
+    rerun = tuning.tune(tiny(tune__pruner="none", eval__every_steps=0), workdir, train_fn=again, say=_quiet)
     assert again.calls == [] and rerun["best"] == summary["best"]
     with pytest.raises(ConfigError, match="was made from a different config"):
-        tuning.tune(tiny(tune__pruner="none", model__depth=2), workdir, train_fn=again, say=_quiet)
+        tuning.tune(tiny(tune__pruner="none", eval__every_steps=0, model__depth=2), workdir, train_fn=again,
+                    say=_quiet)
     assert again.calls == []
 
 
@@ -226,15 +234,14 @@ def test_a_pruned_trial_stops_early_and_costs_fewer_updates(tmp_path):
     config = tiny(train__num_steps=60, tune__num_trials=2, tune__pruner_startup_trials=1)
     params = tuning.check(config)
     study = study_lib.open_study(config, str(tmp_path), params)
-    study.enqueue_trial({"optimizer.learning_rate": 1e-2, "optimizer.weight_decay": 1e-4, "model.width": 64})
-    study.enqueue_trial({"optimizer.learning_rate": 3e-4, "optimizer.weight_decay": 1e-4, "model.width": 16})
+    study.enqueue_trial({"optimizer.learning_rate": 3e-2, "optimizer.weight_decay": 1e-4, "model.width": 64})
+    study.enqueue_trial({"optimizer.learning_rate": 1e-3, "optimizer.weight_decay": 1e-4, "model.width": 8})
     summary = tuning.tune(config, str(tmp_path), say=_quiet)
     good, slow = summary["trials"]
     assert good["state"] == "COMPLETE" and good["steps"] == 60
     assert slow["state"] == "PRUNED" and slow["steps"] < 60 and slow["note"].startswith("pruned at update")
     assert summary["updates_trained"] == 60 + slow["steps"] and summary["updates_unpruned"] == 120
-    import json
-    steps = json.load(open(tmp_path / "trials" / "0001" / "summary.json"))["steps"]
+    steps = _json(tmp_path / "trials" / "0001" / "summary.json")["steps"]
     assert steps == slow["steps"]  # what summary.json says was trained
     reported = _load(config, tmp_path).trials[1].intermediate_values
     assert sorted(reported) == list(range(10, slow["steps"] + 1, 10))  # optimizer updates, every eval
@@ -242,7 +249,7 @@ def test_a_pruned_trial_stops_early_and_costs_fewer_updates(tmp_path):
 
 def test_a_trial_stopped_by_sigterm_is_enqueued_again_and_resumes_in_its_workdir(tmp_path):
     from tfscale.callbacks import Preempted
-    config = tiny(tune__pruner="none", tune__num_trials=2)
+    config = tiny(tune__pruner="none", tune__num_trials=2, eval__every_steps=0)
     stopped = CountingTrain(fail={1}, raise_with=Preempted(5, "ckpt-5"))
     with pytest.raises(Preempted):
         tuning.tune(config, str(tmp_path), train_fn=stopped, say=_quiet)
@@ -260,7 +267,7 @@ def test_a_killed_study_resumes_its_running_trial_from_the_checkpoint(tmp_path):
     workdir = tmp_path / "study"
     args = [sys.executable, "-m", "experiments.tune", "--config=experiments/configs/digits_cnn_tune.py:tiny",
             f"--workdir={workdir}", "--config.tune.pruner=none", "--config.tune.num_trials=2",
-            "--config.train.num_steps=600", "--config.checkpoint.every_steps=20", "--config.eval.every_steps=0"]
+            "--config.train.num_steps=400", "--config.checkpoint.every_steps=20", "--config.eval.every_steps=0"]
     checkpoint = workdir / "trials" / "0000" / "checkpoints" / "checkpoint"
     with open(tmp_path / "log", "w") as log:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -271,19 +278,19 @@ def test_a_killed_study_resumes_its_running_trial_from_the_checkpoint(tmp_path):
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-    assert checkpoint.exists(), open(tmp_path / "log").read()[-3000:]
+    assert checkpoint.exists(), (tmp_path / "log").read_text()[-3000:]
     with sqlite3.connect(workdir / "study.db") as db:
         assert db.execute("SELECT number, state FROM trials").fetchall() == [(0, "RUNNING")]
-    config = tiny(tune__pruner="none", tune__num_trials=2, train__num_steps=600, checkpoint__every_steps=20,
+    config = tiny(tune__pruner="none", tune__num_trials=2, train__num_steps=400, checkpoint__every_steps=20,
                   eval__every_steps=0)
     resumed = CountingTrain()
     summary = tuning.tune(config, str(workdir), train_fn=resumed, say=_quiet)
     rows = {r["workdir"]: r for r in summary["trials"] if r["state"] == "COMPLETE"}
     assert sorted(rows) == ["trials/0000", "trials/0001"]
     assert ("0000", True) in resumed.calls  # trained on from the killed trial's checkpoint
-    assert rows["trials/0000"]["note"] == "resumes #0" and rows["trials/0000"]["steps"] == 600
+    assert rows["trials/0000"]["note"] == "resumes #0" and rows["trials/0000"]["steps"] == 400
     assert [r["state"] for r in summary["trials"]].count("INTERRUPTED") == 1
-    assert outputs.update_counts(_load(config, workdir)) == (1200, 1200)
+    assert outputs.update_counts(_load(config, workdir)) == (800, 800)
 
 
 def _load(config, workdir):

@@ -22,9 +22,9 @@ def get_config(arg=None):
     c.export.saved_model = False  # trials are measured, not served
     c.tune = tuning.defaults()
     c.tune.space = (
-        "optimizer.learning_rate=loguniform(3e-4, 3e-2)",
+        "optimizer.learning_rate=loguniform(1e-3, 1e-1)",
         "optimizer.weight_decay=loguniform(1e-5, 1e-1)",
-        "model.width=int(16, 256, log)",
+        "model.width=int(8, 256, log)",
     )
     c.tune.num_trials = 20
     c.tune.metric = "eval_loss"

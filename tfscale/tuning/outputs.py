@@ -195,27 +195,38 @@ def write_hparams(workdir, study, params, metric):
     """TensorBoard's HParams dashboard over every trial: `tensorboard --logdir DIR/tensorboard`.
 
     Rewritten from the study each time (one folder per trial, with its values, state, metric and
-    updates), so it never holds a trial twice."""
+    updates), so it never holds a trial twice: written beside it, then moved into place."""
+    import os  # pylint: disable=import-outside-toplevel
+    final = io.join(workdir, "tensorboard")
+    tmp = f"{final}.tmp-{os.getpid()}"
+    io.rmtree(tmp)
+    _write_hparams(tmp, study, params, metric)
+    io.replace_dir(tmp, final)
+    return final
+
+
+def _write_hparams(root, study, params, metric):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
 
-    root = io.join(workdir, "tensorboard")
-    io.rmtree(root)
     hparams = [hp.HParam(p.key, _domain(p, hp)) for p in params]
     state = hp.HParam("state", hp.Discrete(["COMPLETE", "PRUNED", "FAIL", "INTERRUPTED"]))
-    with tf.summary.create_file_writer(root).as_default():
+    writer = tf.summary.create_file_writer(root)
+    with writer.as_default():
         hp.hparams_config(hparams=[*hparams, state],
                           metrics=[hp.Metric(metric, display_name=metric),
                                    hp.Metric("updates", display_name="updates trained")])
+    writer.close()
     for row in rows(study):
-        with tf.summary.create_file_writer(io.join(root, f"trial_{row['number']:04d}")).as_default():
+        writer = tf.summary.create_file_writer(io.join(root, f"trial_{row['number']:04d}"))
+        with writer.as_default():
             values = {h: row["params"][h.name] for h in hparams if h.name in row["params"]}
             hp.hparams({**values, state: row["state"]}, trial_id=f"trial_{row['number']:04d}")
             step = row["steps"] or 0
             if row["value"] is not None and math.isfinite(row["value"]):
                 tf.summary.scalar(metric, row["value"], step=step)
             tf.summary.scalar("updates", step, step=step)
-    return root
+        writer.close()  # all on disk before the folder is moved into place
 
 
 def write_report(workdir, config, study, params, notes=None, url=""):
