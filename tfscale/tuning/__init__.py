@@ -78,7 +78,8 @@ def tune(config, workdir, train_fn=None, say=_say):
 
     objective = Objective(config, workdir, params, train_fn)
     try:
-        study_lib.run(study, objective, num_trials, on_trial)
+        study_lib.run(study, objective, num_trials, on_trial,
+                      seed_sampler=lambda number: study_lib.sampler(t, params, t.seed + number))
     finally:
         outputs.write_report(workdir, config, study, params, url=url)
     best_path = outputs.write_best_config(workdir, config, study)

@@ -9,6 +9,7 @@ Optuna's `RetryHeartbeatStaleTrialCallback` enqueues it again with the same valu
 checkpoint and is enqueued again at once.
 """
 import json
+import random
 import time
 import warnings
 
@@ -19,6 +20,7 @@ from tfscale.errors import ConfigError
 from tfscale.tuning import section
 
 FINGERPRINT_ATTR = "tfscale_fingerprint"
+OPEN_ATTEMPTS = 5
 
 
 def storage_url(tune, workdir):
@@ -38,14 +40,18 @@ def shown_url(url):
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def _sampler(tune, params):
+def sampler(tune, params, seed):
+    """The sampler of `tune.sampler`. Samplers keep no state of their own beyond their random
+    generator (the history is in the storage), so each trial gets one seeded with
+    `tune.seed + its number`: reproducible, and different in every process sharing the study
+    (one seed everywhere would draw the same values in every process)."""
     import optuna  # pylint: disable=import-outside-toplevel
     from tfscale.tuning import space  # pylint: disable=import-outside-toplevel
     if tune.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=tune.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if tune.sampler == "grid":
-        return optuna.samplers.GridSampler(space.grid(params), seed=tune.seed)
-    return optuna.samplers.TPESampler(seed=tune.seed, n_startup_trials=tune.sampler_startup_trials)
+        return optuna.samplers.GridSampler(space.grid(params), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune.sampler_startup_trials)
 
 
 def _pruner(tune):
@@ -77,6 +83,11 @@ def fingerprint(config):
     return kept
 
 
+def _unopenable(url, error):
+    text = " ".join(str(error).split())[:300]
+    return ConfigError(f"tune.storage {shown_url(url)} cannot be opened: {type(error).__name__}: {text}")
+
+
 def open_study(config, workdir, params):
     """The study of `config.tune` in its storage, created on first use; a ConfigError if the
     storage cannot be opened or holds a study of that name made from another config."""
@@ -87,21 +98,30 @@ def open_study(config, workdir, params):
     url = storage_url(tune, workdir)
     if url.startswith("sqlite:///") and not io.is_remote(workdir):
         io.makedirs(workdir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            storage = RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-                heartbeat_interval=tune.heartbeat_seconds, grace_period=2 * tune.heartbeat_seconds,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    inherit_intermediate_values=True))
-            study = optuna.create_study(storage=storage, study_name=tune.study_name,
-                                        direction=section.direction(tune), sampler=_sampler(tune, params),
-                                        pruner=_pruner(tune), load_if_exists=True)
-        except Exception as e:  # pylint: disable=broad-except  (a driver missing, a server refusing)
-            text = " ".join(str(e).split())[:300]
-            raise ConfigError(f"tune.storage {shown_url(url)} cannot be opened: {type(e).__name__}: "
-                              f"{text}") from None
+    import sqlalchemy.exc  # pylint: disable=import-outside-toplevel
+    for attempt in range(OPEN_ATTEMPTS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                storage = RDBStorage(
+                    url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                    heartbeat_interval=tune.heartbeat_seconds, grace_period=2 * tune.heartbeat_seconds,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                        inherit_intermediate_values=True))
+                study = optuna.create_study(storage=storage, study_name=tune.study_name,
+                                            direction=section.direction(tune), sampler=sampler(tune, params, tune.seed),
+                                            pruner=_pruner(tune), load_if_exists=True)
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+                # Processes starting together on a new database race to create its tables (the
+                # loser's insert fails), or find it locked: the next attempt finds it made.
+                if attempt + 1 < OPEN_ATTEMPTS:
+                    logging.info("tune.storage: %s; trying again", type(e).__name__)
+                    time.sleep(0.5 * 2 ** attempt + random.random())
+                    continue
+                raise _unopenable(url, e) from None
+            except Exception as e:  # pylint: disable=broad-except  (a driver missing, a bad URL)
+                raise _unopenable(url, e) from None
     mine = fingerprint(config)
     theirs = study.user_attrs.get(FINGERPRINT_ATTR)
     if theirs is None:
@@ -141,7 +161,16 @@ def retry(study, number):
         RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
 
 
-def run(study, objective, num_trials, on_trial=None, poll_seconds=None):
+def seeded(study, objective, seed_sampler):
+    """`objective` behind a fresh sampler seeded for the trial's number (`sampler`): values are
+    drawn when the objective suggests them, after the trial has its number."""
+    def run_trial(trial):
+        study.sampler = seed_sampler(trial.number)
+        return objective(trial)
+    return run_trial
+
+
+def run(study, objective, num_trials, on_trial=None, poll_seconds=None, seed_sampler=None):
     """Runs trials until `num_trials` are done, resuming what a killed run left: a retry waiting
     in the queue runs first; trials still RUNNING (in another process, or killed and not yet
     stale) are waited for rather than duplicated. Several processes may run this on one study;
@@ -172,7 +201,8 @@ def run(study, objective, num_trials, on_trial=None, poll_seconds=None):
         waited_for = None
         objective.current = None
         try:
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,),
+            study.optimize(seeded(study, objective, seed_sampler) if seed_sampler else objective,
+                           n_trials=1, catch=(TrialFailed,),
                            callbacks=[on_trial] if on_trial else None, gc_after_trial=True)
         except (Preempted, KeyboardInterrupt):
             if objective.current is not None:
