@@ -216,3 +216,12 @@ def test_write_tensorboard_writes_scalars_and_image(tmp_path):
     width, height, png = values["eval/confusion_matrix"]  # tf.summary.image's encoding
     picture = mpimg.imread(io.BytesIO(png), format="png")
     assert picture.shape[:2] == (int(height), int(width))
+
+
+def test_a_binary_classifier_gets_its_roc_auc():
+    labels, probabilities = _random_case(num_classes=2, seed=3)
+    report = evaluation.classification_report(labels, probabilities)
+    expected = metrics.roc_auc_score(labels, probabilities[:, 1])
+    assert 0.5 < expected < 1.0
+    assert report["roc_auc_ovr"] == pytest.approx(expected, rel=1e-12)
+    assert [c["roc_auc"] for c in report["per_class"]] == [pytest.approx(expected, rel=1e-12)] * 2

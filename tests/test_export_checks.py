@@ -96,6 +96,7 @@ def runs(tmp_path_factory):
     no_export = _copy(base, os.path.join(tmp, "no_export"))
     shutil.rmtree(os.path.join(no_export, "export", "saved_model"))
     killed = _copy(base, os.path.join(tmp, "killed"))
+    os.remove(os.path.join(killed, "summary.json"))  # written last: a run killed mid-export has none
     jobs = {
         "int8_scrambled": ("experiments.compress", [MLP, "--config.compress.variants=int8"], "int8_scrambled",
                            _copy(base, os.path.join(tmp, "int8"))),

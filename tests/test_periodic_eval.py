@@ -106,7 +106,7 @@ def test_a_killed_and_resumed_run_stops_at_the_same_update_with_the_same_best_we
 
 def test_a_stopped_run_run_again_trains_nothing(stopped, caplog):
     workdir, summary = stopped
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="absl"):
         again = tfscale.train(stopping_config(), workdir)
     assert "already stopped early at update" in caplog.text
     assert again == summary

@@ -21,8 +21,9 @@ def defaults():
     c.deterministic = False  # tf.config.experimental.enable_op_determinism()
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # digits | synthetic | any tfds name
+    c.data.name = "digits"  # digits | pycode | synthetic | array_record | any tfds name
     c.data.data_dir = ""  # tfds data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data.path = ""  # array_record: the folder `experiments.prepare` wrote (streamed, never loaded whole)
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.input_key = ""  # tfds feature names; "" = the data set's supervised keys
@@ -147,7 +148,7 @@ def validate(config):
     from tfscale import data, models, optim  # pylint: disable=import-outside-toplevel
     from tfscale import distribute  # pylint: disable=import-outside-toplevel
 
-    _choice(config.model.name, models.MODELS, "model")
+    models.builder(config.model.name)  # a registry name, or an importable module:function
     _choice(config.optimizer.name, optim.OPTIMIZERS, "optimizer")
     _choice(config.schedule.name, optim.SCHEDULES, "schedule")
     _choice(config.precision, PRECISIONS, "precision")

@@ -124,6 +124,8 @@ def _roc_auc_ovr(labels, probabilities, aucs):
         return None
     if len(defined) < len(aucs):
         return float(np.mean(defined))
+    if len(aucs) == 2:  # binary: scikit-learn takes the positive class's score (both AUCs are equal)
+        return float(metrics.roc_auc_score(labels, probabilities[:, 1]))
     return float(
         metrics.roc_auc_score(
             labels, probabilities, multi_class="ovr", labels=list(range(len(aucs)))
@@ -312,8 +314,8 @@ def evaluate_workdir(workdir, data=None, step=None):
     model_path = io.join(workdir, "export", "saved_model")
     serve = load_serving(model_path)
     data = data or data_lib.load(config.data, config.model.get("seq_len"))
-    inputs, labels = data_lib.evenly_spaced(data.eval, config.eval.max_examples)
-    classifier = labels.ndim == 1
+    inputs, labels = data.eval_arrays(config.eval.max_examples)
+    classifier = data.task == "classifier"
     if classifier:
         probabilities = np.concatenate([out["probabilities"].numpy() for out in
                                         _serve_batches(serve, inputs, config.eval.batch_size)])

@@ -73,7 +73,7 @@ class Run:
         branch.check(config, workdir)  # train.init_from, before the workdir is written
         self.chief = _is_chief(self.strategy)
         # One label per example: a classifier (eval.json, probabilities in the export).
-        self.classifier = self.data.train[1].ndim == 1
+        self.classifier = self.data.task == "classifier"
         self._build()  # a model knob Keras would refuse fails here, before any write
         if check_network is not None:
             check_network(config, self.network)
@@ -150,7 +150,7 @@ class Run:
             branch.restore(c, self.restore_manager.checkpoint, self.optimizer)
         start = self.started_at = self.step
         writer = tf.summary.create_file_writer(io.join(self.workdir, "tensorboard")) if self.chief else None
-        card = models.describe(self.network, c.model)  # MFU from every FLOP, logits included
+        card = models.describe(self.network, c.model, self.data.task)  # MFU from every FLOP, logits included
         logger = callbacks.MetricsLogger(
             self.own_dir, c.train.log_every_steps, c.train.batch_size, c.train.num_steps, writer,
             flops_per_example=card.flops_per_example, tokens_per_example=card.tokens_per_example,
@@ -164,8 +164,7 @@ class Run:
             logging.info("already stopped early at update %d of %d: nothing left to train", start,
                          c.train.num_steps)
             return logger
-        train_fn = data.train_dataset_fn(self.data.train, c.train.batch_size, c.seed, start,
-                                         c.train.num_steps)
+        train_fn = self.data.train_dataset_fn(c.train.batch_size, c.seed, start, c.train.num_steps)
         dataset = self.strategy.distribute_datasets_from_function(train_fn)
         logging.info("training %s (%d params) on %s: steps %d..%d, batch %d = %d replicas x %d "
                      "micro-batches x %d, %s", c.model.name, models.num_params(self.network),
@@ -209,8 +208,7 @@ class Run:
         if getattr(self, "_eval_ds", None) is None:
             # Rounded up to a multiple of the replicas, so every replica's batch has one static shape.
             batch = -(-self.config.eval.batch_size // self.num_replicas) * self.num_replicas
-            self._eval_ds = data.eval_dataset(
-                data.evenly_spaced(self.data.eval, self.config.eval.max_examples), batch)
+            self._eval_ds = self.data.eval_dataset(batch, self.config.eval.max_examples)
         variables = [v for m in self.model.metrics for v in m.variables]
         saved = [v.numpy() for v in variables]
         results = self.model.evaluate(self._eval_ds, verbose=0, return_dict=True)
@@ -233,7 +231,7 @@ class Run:
         """Loss of every held-out example `evaluate` averages (`eval.max_examples`, evenly spaced),
         with the weights the network holds now: the plan check's evaluation noise comes from these."""
         per_example = trainer.per_example_loss_fn(self.config.train.loss)
-        arrays = data.evenly_spaced(self.data.eval, self.config.eval.max_examples)
+        arrays = self.data.eval_arrays(self.config.eval.max_examples)
         out = []
         for x, y, w in data.eval_dataset(arrays, self.config.eval.batch_size):
             losses = per_example(y, self.network(x, training=False)).numpy()
@@ -247,7 +245,7 @@ class Run:
         lands in the workdir, the others go to their own temporary folders.
         """
         path = io.join(self.own_dir, "export", "saved_model")
-        sample = self.data.eval[0][: self.config.eval.batch_size]
+        sample = self.data.sample(self.config.eval.batch_size)
         check = export.save_saved_model(self.network, path, sample, self.classifier)
         logging.info("exported %s (max abs diff vs Keras %.2g)", path, check["max_abs_diff"])
         return check
@@ -275,7 +273,7 @@ def _train(run, extra_callbacks, t0):
         logging.info("%s is finished: summary.json kept, nothing evaluated or exported again", workdir)
         return previous
     results = run.evaluate()
-    card = models.describe(run.network, c.model)
+    card = models.describe(run.network, c.model, run.data.task)
     summary = {
         "model": c.model.name,
         "data": c.data.name,

@@ -9,7 +9,7 @@ from absl import logging
 import numpy as np
 import tf_keras as keras
 
-from tfscale import data as data_lib, export, io
+from tfscale import export, io
 from tfscale.compress import tflite, variants as variants_lib
 from tfscale.errors import ConfigError
 
@@ -25,20 +25,19 @@ def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"
     """Writes `outdir/VARIANT.tflite` for each variant and returns one record per variant.
 
     `networks`: a trained keras.Model (the float32 network) or a dict from the sources in
-    `variants.SOURCES` (float32, pruned, qat, ...) to networks. `data`: a `tfscale.data.Data` (the
+    `variants.SOURCES` (float32, pruned, qat, ...) to networks. `data`: a `tfscale.data.DataSource` (the
     representative set for int8 comes from its training split, the measurements from its
     held-out split). A variant that cannot be converted, or whose file differs from its Keras
     network by more than its mode's `tflite.BOUNDS`, raises ConfigError naming it.
     """
     if isinstance(networks, keras.Model):
         networks = {"float32": networks}
-    classifier = data.train[1].ndim == 1
+    classifier = data.task == "classifier"
     # Evenly spaced, as the run's own evaluation picks them: a prefix of a text split would
     # come from its first files only, and its loss would not compare with the run's.
-    eval_x, eval_y = data_lib.evenly_spaced(data.eval, eval_examples)
+    eval_x, eval_y = data.eval_arrays(eval_examples)
     eval_x = model_inputs(eval_x)
-    order = np.random.default_rng(0).permutation(len(data.train[0]))[:representative_examples]
-    representative = model_inputs(data.train[0][order])
+    representative = model_inputs(data.train_sample(representative_examples, seed=0))
     sample = eval_x[:256 if classifier else 16]
     batch = 256 if classifier else 16
     records, saved = [], {}

@@ -6,7 +6,7 @@ phase's updates, the run's strategy, precision and accumulation, and the run's i
 """
 from absl import logging
 
-from tfscale import data, optim, precision, trainer
+from tfscale import optim, precision, trainer
 
 
 def phase_config(config, steps, learning_rate):
@@ -28,7 +28,7 @@ def fit(run, make_model, steps, learning_rate, seed_offset=0, name="phase", call
         optimizer = precision.wrap_optimizer(optim.build_optimizer(c, model.network), run.policy)
         optimizer.build(model.network.trainable_variables)
         trainer.compile_model(model, optimizer, c.train.loss)
-    train_fn = data.train_dataset_fn(run.data.train, c.train.batch_size, c.seed + seed_offset, 0, steps)
+    train_fn = run.data.train_dataset_fn(c.train.batch_size, c.seed + seed_offset, 0, steps)
     dataset = run.strategy.distribute_datasets_from_function(train_fn)
     history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
     logging.info("%s: %d updates, final training loss %.4f", name, steps, history.history["loss"][-1])

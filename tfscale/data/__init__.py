@@ -1,14 +1,18 @@
-"""Data sets by name: embedded ones (no download), `synthetic`, and any prepared tfds data set."""
+"""Data sets by name: embedded ones (no download), `synthetic`, ArrayRecord folders prepared by
+`experiments.prepare` (`array_record`, streamed), and any prepared tfds data set. Each is a
+`DataSource` (`source.py`)."""
 from tfscale.errors import ConfigError
-from tfscale.data import digits, pycode, synthetic, text, tfds_source
-from tfscale.data.info import Data, DataInfo, tfds_data_dir
+from tfscale.data import array_record, digits, pycode, synthetic, text, tfds_source
+from tfscale.data.info import DataInfo, tfds_data_dir
 from tfscale.data.batches import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
+from tfscale.data.source import DataSource, InMemorySource
 
-# name -> load(data_config, seq_len) -> Data. Names not listed here are looked up in tfds.
+# name -> load(data_config, seq_len) -> DataSource. Names not listed here are looked up in tfds.
 DATASETS = {
     "digits": lambda c, _: tfds_source.load(c, builder_cls=digits.Digits, input_scale=1.0 / 16),
     "pycode": lambda c, seq_len: text.load(tfds_source.builder_for(c, pycode.Pycode), seq_len or 128),
     "synthetic": lambda c, _: synthetic.load(c),
+    "array_record": lambda c, _: array_record.ArrayRecordSource(c.path),
 }
 
 
@@ -16,16 +20,20 @@ def check_name(data_config):
     """Fails early (before a workdir is touched) on an unknown or unprepared data set."""
     if not data_config.name:
         raise ConfigError("data.name is empty")
-    if data_config.name not in DATASETS:
+    if data_config.name == "array_record":
+        if not data_config.get("path"):
+            raise ConfigError("data.name array_record needs data.path: the folder experiments.prepare wrote")
+        array_record.read_manifest(data_config.path)
+    elif data_config.name not in DATASETS:
         tfds_source.builder_for(data_config)
 
 
 def load(data_config, seq_len=None):
-    """Loads the config's data set into memory; `seq_len` is the model's context (text data)."""
+    """The config's data set as a `DataSource`; `seq_len` is the model's context (text data)."""
     if data_config.name in DATASETS:
         return DATASETS[data_config.name](data_config, seq_len)
     return tfds_source.load(data_config)
 
 
-__all__ = ["DATASETS", "Data", "DataInfo", "check_batch_size", "check_name", "eval_dataset", "evenly_spaced", "load",
+__all__ = ["DATASETS", "DataInfo", "DataSource", "InMemorySource", "check_batch_size", "check_name", "eval_dataset", "evenly_spaced", "load",
            "tfds_data_dir", "train_dataset_fn"]

@@ -33,12 +33,24 @@ def check_batch_size(num_examples, global_batch_size):
 
 
 def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
-    """A `dataset_fn(input_context)` for `strategy.distribute_datasets_from_function`.
+    """A `dataset_fn(input_context)` for `strategy.distribute_datasets_from_function` over an
+    (inputs, labels) pair of numpy arrays held in memory (`index_dataset_fn`)."""
 
-    `arrays` is an (inputs, labels) pair of numpy arrays; the data set yields per-replica
-    batches for updates start_step .. num_steps-1.
+    def make_gather():
+        tensors = tf.nest.map_structure(tf.constant, arrays)
+        return lambda indices: tuple(tf.gather(t, indices) for t in tensors)
+
+    return index_dataset_fn(len(arrays[1]), make_gather, global_batch_size, seed, start_step, num_steps)
+
+
+def index_dataset_fn(num_examples, make_gather, global_batch_size, seed, start_step, num_steps):
+    """A `dataset_fn(input_context)` yielding per-replica batches for updates start_step ..
+    num_steps-1 of any random-access source.
+
+    `make_gather()` is called once per input pipeline (inside the worker's own tf.data graph)
+    and returns `gather(indices) -> (inputs, labels)` for a 1-D tensor of example indices; each
+    pipeline gathers only its own rows of the global batch, so a host never reads the others'.
     """
-    num_examples = len(arrays[1])
     check_batch_size(num_examples, global_batch_size)
     first_epoch, offset = divmod(start_step * global_batch_size, num_examples)
 
@@ -48,13 +60,13 @@ def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
         per_replica = ctx.get_per_replica_batch_size(global_batch_size)
         local_replicas = rows // per_replica
         begin = ctx.input_pipeline_id * rows
-        tensors = tf.nest.map_structure(tf.constant, arrays)
+        gather_rows = make_gather()
 
         def gather(indices):
-            indices = indices[begin:begin + rows]
-            inputs, labels = (
-                tf.reshape(tf.gather(t, indices), [local_replicas, per_replica, *t.shape[1:]])
-                for t in tensors)
+            inputs, labels = gather_rows(indices[begin:begin + rows])
+            # Static shapes (a TPU compiles one program): a gather must give them per example.
+            inputs, labels = (tf.reshape(t, [local_replicas, per_replica, *t.shape[1:]])
+                              for t in (inputs, labels))
             return _as_model_input(inputs), labels
 
         order = tf.data.Dataset.range(first_epoch, 2**62).flat_map(
@@ -67,16 +79,22 @@ def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
     return dataset_fn
 
 
-def evenly_spaced(arrays, count):
-    """`count` examples spread evenly over the split (0 or more than there are: all of them).
+def evenly_spaced_indices(num, count):
+    """`count` indices spread evenly over `num` examples (0 or more than there are: all of them).
 
     A prefix of a text split would come from its first few files only; a fixed stride keeps
     the subset as varied as the split, and the same for every run that asks for it.
     """
-    num = len(arrays[1])
     if not count or count >= num:
+        return np.arange(num, dtype=np.int64)
+    return np.linspace(0, num - 1, count).round().astype(np.int64)
+
+
+def evenly_spaced(arrays, count):
+    """The `evenly_spaced_indices` rows of in-memory (inputs, labels) arrays."""
+    if not count or count >= len(arrays[1]):
         return arrays
-    rows = np.linspace(0, num - 1, count).round().astype(np.int64)
+    rows = evenly_spaced_indices(len(arrays[1]), count)
     return tuple(a[rows] for a in arrays)
 
 

@@ -13,14 +13,7 @@ class DataInfo:
     input_scale: float  # raw inputs x input_scale = model inputs (inside the model)
     num_train: int
     num_eval: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-    """A data set held in memory: (inputs, labels) numpy arrays per split."""
-    info: DataInfo
-    train: tuple
-    eval: tuple
+    task: str = "classifier"  # "classifier" (one label per example) | "lm" (a target per position)
 
 
 def tfds_data_dir(data_config):

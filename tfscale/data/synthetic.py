@@ -5,7 +5,8 @@ it. The data depends only on its size knobs, not on `config.seed`, like a real d
 """
 import numpy as np
 
-from tfscale.data.info import Data, DataInfo
+from tfscale.data.info import DataInfo
+from tfscale.data.source import InMemorySource
 
 EVAL_FRACTION = 0.2
 
@@ -18,4 +19,4 @@ def load(data_config):
     y = np.argmax(x @ teacher, axis=1).astype(np.int32)
     n_eval = int(n * EVAL_FRACTION)
     info = DataInfo("synthetic", (d,), k, 1.0, n - n_eval, n_eval)
-    return Data(info, (x[n_eval:], y[n_eval:]), (x[:n_eval], y[:n_eval]))
+    return InMemorySource(info, (x[n_eval:], y[n_eval:]), (x[:n_eval], y[:n_eval]))

@@ -8,7 +8,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfscale.errors import ConfigError
-from tfscale.data.info import Data, DataInfo
+from tfscale.data.source import InMemorySource
+from tfscale.data.info import DataInfo
 
 VOCAB_SIZE = 256
 
@@ -27,5 +28,5 @@ def load(builder, seq_len, train_split="train", eval_split="validation"):
     def split(name):
         return tfds.as_numpy(builder.as_dataset(split=name, batch_size=-1))["bytes"]
     train, evaluation = windows(split(train_split), seq_len), windows(split(eval_split), seq_len)
-    info = DataInfo(builder.name, (seq_len,), VOCAB_SIZE, 1.0, len(train[0]), len(evaluation[0]))
-    return Data(info, train, evaluation)
+    info = DataInfo(builder.name, (seq_len,), VOCAB_SIZE, 1.0, len(train[0]), len(evaluation[0]), task="lm")
+    return InMemorySource(info, train, evaluation)

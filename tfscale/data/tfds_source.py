@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfscale.errors import ConfigError
-from tfscale.data.info import Data, DataInfo, input_scale_for, tfds_data_dir
+from tfscale.data.source import InMemorySource
+from tfscale.data.info import DataInfo, input_scale_for, tfds_data_dir
 
 
 def builder_for(data_config, builder_cls=None):
@@ -85,4 +86,4 @@ def load(data_config, builder_cls=None, input_scale=None):
         num_train=len(train[1]),
         num_eval=len(evaluation[1]),
     )
-    return Data(info, train, evaluation)
+    return InMemorySource(info, train, evaluation)

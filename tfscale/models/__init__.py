@@ -1,12 +1,17 @@
 """Model registry: every model is built from a config's `model` section and the data's shape.
 
 A builder is `build(info, **knobs) -> keras.Model`, where `info` is the data set's `DataInfo`
-(input shape, number of classes, input scale) and the knobs are the rest of `config.model`.
+(input shape, number of classes, input scale, task) and the knobs are the rest of
+`config.model`. `model.name` is a registry name or, for a user's own model, an importable
+"package.module:function" builder with the same signature.
 Models take raw inputs (their preprocessing is inside) and return float32 logits, whatever the
 precision policy, so losses and exports see float32. `describe(network, model_config)` gives a
 built network's `ModelCard`: its parameter and FLOP counts in both conventions (`card.py`).
 """
+import importlib
 import inspect
+
+import tf_keras as keras
 
 from tfscale.errors import ConfigError
 from tfscale.models import cnn, mlp, transformer_lm
@@ -23,9 +28,30 @@ def _knobs(model_config):
     return {k: v for k, v in model_config.items() if k != "name"}
 
 
+def builder(name):
+    """The builder a `model.name` names: a registry entry, or "module:function"; ConfigError if neither."""
+    if name in MODELS:
+        return MODELS[name]
+    if ":" not in name:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}, "
+                          "or name your own builder as package.module:function")
+    module_name, _, function = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"model {name!r}: cannot import {module_name} ({e})") from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise ConfigError(f"model {name!r}: {module_name} has no function {function}")
+    return fn
+
+
 def check_knobs(model_config):
-    """Every key of `config.model` must be a knob of the chosen model."""
-    params = inspect.signature(MODELS[model_config.name]).parameters
+    """Every key of `config.model` must be a knob of the chosen model (a builder taking
+    **kwargs takes any)."""
+    params = inspect.signature(builder(model_config.name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
     for key in _knobs(model_config):
         if key not in params or key == "info":
             known = ", ".join(p for p in params if p != "info")
@@ -34,7 +60,11 @@ def check_knobs(model_config):
 
 def build(model_config, info):
     """Builds the named model for data described by `info` (call inside the strategy scope)."""
-    return MODELS[model_config.name](info, **_knobs(model_config))
+    network = builder(model_config.name)(info, **_knobs(model_config))
+    if not isinstance(network, keras.Model):
+        raise ConfigError(f"model {model_config.name!r} returned {type(network).__name__}, not a tf_keras Model "
+                          "(build it with `import tf_keras as keras`)")
+    return network
 
 
 def num_params(model):
@@ -47,5 +77,5 @@ def training_flops_per_example(model, model_config=None):
     return describe(model, model_config).flops_per_example
 
 
-__all__ = ["CONVENTIONS", "MODELS", "ModelCard", "build", "check_knobs", "describe", "num_params",
+__all__ = ["CONVENTIONS", "MODELS", "ModelCard", "build", "builder", "check_knobs", "describe", "num_params",
            "training_flops_per_example"]

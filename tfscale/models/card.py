@@ -20,7 +20,7 @@ from typing import Optional
 
 import tf_keras as keras
 
-from tfscale.counting import CONVENTIONS, check_convention
+from tfscale.counting import CONVENTIONS, check_convention  # noqa: F401  (CONVENTIONS re-exported)
 from tfscale.models import flops, transformer_lm
 
 
@@ -53,14 +53,20 @@ def _count(variables):
     return int(sum(v.shape.num_elements() for v in _unique(variables).values()))
 
 
-def describe(network, model_config=None):
-    """The `ModelCard` of a built registry model (`model_config` names it; else the network's name)."""
+def describe(network, model_config=None, task=None):
+    """The `ModelCard` of a built network (`model_config` names it; else the network's name).
+
+    The registry's transformer LM is counted by role (below); any other network, a user's own
+    included, by its layers (`flops.py`: Dense and Conv layers; attention score FLOPs are not
+    counted there), with `task` ("classifier" or "lm", from the data) deciding tokens per example.
+    """
     name = model_config.name if model_config is not None else network.name
     total = _count(network.trainable_variables)
-    if name != "transformer_lm":
-        training = flops.training_flops(network)
-        return ModelCard("classifier", total, total, training, training)
-    return _describe_lm(network, total)
+    if name == "transformer_lm":
+        return _describe_lm(network, total)
+    training = flops.training_flops(network)
+    tokens = int(network.input_shape[1]) if task == "lm" else None
+    return ModelCard(task or "classifier", total, total, training, training, tokens)
 
 
 def _describe_lm(network, total):

@@ -18,7 +18,7 @@ import os
 from absl import logging
 
 from tfscale import io as files
-from tfscale.counting import CONVENTIONS, check_convention
+from tfscale.counting import CONVENTIONS, check_convention  # noqa: F401  (CONVENTIONS re-exported)
 from tfscale.errors import ConfigError
 
 REQUIRED = ("num_params", "num_tokens", "flops", "loss")

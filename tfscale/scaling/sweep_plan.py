@@ -65,7 +65,7 @@ def size_costs(config, sizes):
             infos[key] = data.load(c.data, c.model.get("seq_len")).info
         info = infos[key]
         network = models.build(c.model, info)
-        card = models.describe(network, c.model)
+        card = models.describe(network, c.model, info.task)
         out[label] = (card.params(convention), card.flops(convention), card.tokens_per_example or 1)
         keras.backend.clear_session()
     return out

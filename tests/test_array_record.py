@@ -1,0 +1,121 @@
+"""ArrayRecord data streamed by index: the same order, weights and resume as data held in memory."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import one_error_line, tiny_config
+import tfscale
+from tfscale import data
+from tfscale.data import array_record
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def prepare(config, out, shards=3):
+    proc = subprocess.run([sys.executable, "-m", "experiments.prepare", f"--config={config}", f"--workdir={out}",
+                           f"--shards={shards}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    return prepare("experiments/configs/digits_mlp.py:tiny", str(tmp_path_factory.mktemp("ar") / "digits"))
+
+
+def streamed(folder, **overrides):
+    return tiny_config(data__name="array_record", data__path=folder, **overrides)
+
+
+def weights(workdir):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")))
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map() if n.startswith("network/")}
+
+
+def test_prepared_folder_holds_the_same_examples_as_the_source(digits_dir):
+    memory = data.load(tiny_config().data)
+    source = array_record.ArrayRecordSource(digits_dir)
+    assert source.info == memory.info and source.task == "classifier"
+    for split, n in (("train", memory.info.num_train), ("eval", memory.info.num_eval)):
+        rows = np.random.default_rng(0).permutation(n)[:50]
+        for a, b in zip(source.read(split, rows), memory.read(split, rows)):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+    manifest = array_record.read_manifest(digits_dir)
+    assert len(manifest["splits"]["train"]["files"]) == 3 and len(manifest["sha256"]) == 6
+
+
+@pytest.mark.parametrize("strategy,accum", [("one_device", 1), ("mirrored", 2)])  # mirrored: 4 CPU replicas
+def test_training_from_the_stream_gives_the_weights_of_training_from_memory(digits_dir, tmp_path, strategy, accum):
+    common = dict(train__num_steps=30, export__saved_model=False, deterministic=True,
+                  distribute__strategy=strategy, train__accum_steps=accum)
+    a = tfscale.train(tiny_config(**common), str(tmp_path / "memory"))
+    b = tfscale.train(streamed(digits_dir, **common), str(tmp_path / "stream"))
+    wa, wb = weights(str(tmp_path / "memory")), weights(str(tmp_path / "stream"))
+    assert wa.keys() == wb.keys() and max(float(np.max(np.abs(wa[n] - wb[n]))) for n in wa) <= 1e-6
+    assert b["eval_loss"] == pytest.approx(a["eval_loss"], abs=1e-6)
+    assert b["eval_accuracy"] == a["eval_accuracy"]
+
+
+def batches(fn, ctx=None):
+    ds = fn(ctx) if ctx else fn()
+    return [labels.numpy() for _, labels in ds]
+
+
+def test_a_resumed_stream_and_each_input_pipeline_read_exactly_their_rows(digits_dir):
+    source = array_record.ArrayRecordSource(digits_dir)
+    full = np.concatenate(batches(source.train_dataset_fn(32, seed=3, start_step=0, num_steps=10)))
+    tail = np.concatenate(batches(source.train_dataset_fn(32, seed=3, start_step=6, num_steps=10)))
+    assert np.array_equal(tail, full[6 * 32:])
+    memory = data.load(tiny_config().data)
+    assert np.array_equal(full, np.concatenate(batches(memory.train_dataset_fn(32, 3, 0, 10))))
+    # 2 hosts with 2 replicas each: host h gets rows [16h, 16h + 16) of every global batch
+    per_host = [batches(source.train_dataset_fn(32, 3, 0, 10), tf.distribute.InputContext(2, h, 4)) for h in (0, 1)]
+    for step in range(10):
+        together = np.concatenate([per_host[h][2 * step + r] for h in (0, 1) for r in (0, 1)])
+        assert np.array_equal(together, full[32 * step:32 * (step + 1)])
+
+
+def test_prepare_resumes_and_keeps_complete_shards(digits_dir, tmp_path):
+    import shutil  # pylint: disable=import-outside-toplevel
+    out = str(tmp_path / "copy")
+    shutil.copytree(digits_dir, out)
+    os.remove(os.path.join(out, "train-00001-of-00003.array_record"))
+    kept = os.stat(os.path.join(out, "train-00000-of-00003.array_record")).st_mtime_ns
+    prepare("experiments/configs/digits_mlp.py:tiny", out)
+    assert os.stat(os.path.join(out, "train-00000-of-00003.array_record")).st_mtime_ns == kept
+    assert array_record.read_manifest(out)["sha256"] == array_record.read_manifest(digits_dir)["sha256"]
+
+
+def test_a_language_model_streams_its_windows(tmp_path):
+    folder = prepare("experiments/configs/lm.py:tiny", str(tmp_path / "pycode"), shards=2)
+    source = array_record.ArrayRecordSource(folder)
+    assert source.task == "lm" and source.info.input_shape == (32,) and source.shapes[1] == (32,)
+    from experiments.configs import lm  # pylint: disable=import-outside-toplevel
+    config = lm.get_config("tiny")
+    config.data.name, config.data.path = "array_record", folder
+    config.train.num_steps, config.export.saved_model = 10, False
+    summary = tfscale.train(config, str(tmp_path / "run"))
+    assert summary["steps"] == 10 and 0 < summary["bits_per_byte"] < 8
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    ("no_folder", "holds no manifest.json"),
+    ("missing_shard", "is missing its shard eval-00002-of-00003.array_record"),
+    ("no_path", "needs data.path"),
+])
+def test_a_bad_data_folder_is_one_error_line(digits_dir, tmp_path, damage, fragment):
+    import shutil  # pylint: disable=import-outside-toplevel
+    folder = str(tmp_path / "data")
+    if damage == "missing_shard":
+        shutil.copytree(digits_dir, folder)
+        os.remove(os.path.join(folder, "eval-00002-of-00003.array_record"))
+    path = "" if damage == "no_path" else folder
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits_mlp.py:tiny",
+                           f"--workdir={tmp_path / 'run'}", "--config.data.name=array_record",
+                           f"--config.data.path={path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert fragment in one_error_line(proc)
+    assert not os.path.exists(tmp_path / "run")

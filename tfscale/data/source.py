@@ -1,0 +1,75 @@
+"""What every consumer of a data set asks of it: the `DataSource` interface.
+
+The trainer, evaluation, export, compression and sweeps go through these methods and never
+reach into arrays, so a source may hold its splits in memory (`InMemorySource`) or read them
+by index from files (`array_record.ArrayRecordSource`). Both give the same training order,
+a pure function of (seed, step): resume is exact and N replicas match one device whatever the
+source.
+
+Held-out subsets are read into memory (`eval_arrays`): they are what each evaluation measures
+and, as `eval.max_examples` evenly spaced examples, small next to a training split.
+"""
+import numpy as np
+
+from tfscale.data import batches
+
+
+class DataSource:
+    """A data set of fixed-shape (input, label) examples in a training and a held-out split.
+
+    Subclasses give `info`, `read(split, indices) -> (inputs, labels)` (numpy; split "train" or
+    "eval") and `_make_gather()` for the training stream; the rest follows from those.
+    """
+
+    info = None  # DataInfo: shapes, classes, split sizes and the task
+
+    @property
+    def task(self):
+        """"classifier" (one label per example) or "lm" (one target per input position)."""
+        return self.info.task
+
+    def train_dataset_fn(self, global_batch_size, seed, start_step, num_steps):
+        """`dataset_fn(input_context)` of per-replica batches for updates start_step .. num_steps-1."""
+        return batches.index_dataset_fn(self.info.num_train, self._make_gather, global_batch_size, seed,
+                                        start_step, num_steps)
+
+    def eval_indices(self, count=0):
+        """`count` held-out examples spread evenly over the split (0, or more than there are: all)."""
+        return batches.evenly_spaced_indices(self.info.num_eval, count)
+
+    def eval_arrays(self, count=0):
+        """(inputs, labels) of the `count` evenly spaced held-out examples, in memory."""
+        return self.read("eval", self.eval_indices(count))
+
+    def eval_dataset(self, batch_size, count=0):
+        """The evenly spaced held-out examples as (inputs, labels, weight) batches of one shape."""
+        return batches.eval_dataset(self.eval_arrays(count), batch_size)
+
+    def sample(self, count):
+        """The first `count` held-out inputs: what an export is traced and checked with."""
+        return self.read("eval", np.arange(min(count, self.info.num_eval)))[0]
+
+    def train_sample(self, count, seed=0):
+        """`count` training inputs drawn at random (fixed by `seed`): a calibration set."""
+        return self.read("train", np.random.default_rng(seed).permutation(self.info.num_train)[:count])[0]
+
+    def read(self, split, indices):
+        """(inputs, labels) numpy arrays of the examples at `indices` of `split`."""
+        raise NotImplementedError
+
+    def _make_gather(self):
+        raise NotImplementedError
+
+
+class InMemorySource(DataSource):
+    """Both splits as (inputs, labels) numpy arrays: the embedded and small tfds data sets."""
+
+    def __init__(self, info, train, eval):  # pylint: disable=redefined-builtin
+        self.info, self.train, self.eval = info, tuple(train), tuple(eval)
+
+    def train_dataset_fn(self, global_batch_size, seed, start_step, num_steps):
+        return batches.train_dataset_fn(self.train, global_batch_size, seed, start_step, num_steps)
+
+    def read(self, split, indices):
+        arrays = self.train if split == "train" else self.eval
+        return tuple(a[np.asarray(indices, np.int64)] for a in arrays)
