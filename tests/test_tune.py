@@ -1,6 +1,7 @@
 """Tuning (`experiments.tune`): the space and its errors, a study end to end, pruning, failures,
 re-runs and a killed study resumed."""
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -173,6 +174,35 @@ def test_pruning_callback_reports_at_evaluations_by_update_and_stops_training():
 
 
 # -- studies --------------------------------------------------------------------------------
+
+class FakeObjective:
+    """Scores a trial's values without training (for the sampler's behaviour alone)."""
+    current = None
+
+    def __init__(self, params):
+        self.params = params
+
+    def __call__(self, trial):
+        values = {p.key: p.suggest(trial) for p in self.params}
+        trial.set_user_attr("num_steps", 1)
+        return abs(math.log(values["optimizer.learning_rate"] / 1e-2)) + values["model.width"] / 256
+
+
+def test_processes_sharing_a_study_draw_different_values_and_the_draws_are_reproducible(tmp_path):
+    config = tiny(tune__pruner="none", tune__num_trials=6, tune__sampler_startup_trials=2)
+    params = tuning.check(config)
+
+    def seed_sampler(number):
+        return study_lib.sampler(config.tune, params, config.tune.seed + number)
+
+    one, two = (study_lib.open_study(config, str(tmp_path / "shared"), params) for _ in range(2))
+    for n in range(1, 7):  # two "processes" on one study, taking turns
+        study_lib.run(one if n % 2 else two, FakeObjective(params), n, seed_sampler=seed_sampler)
+    alone = study_lib.open_study(config, str(tmp_path / "alone"), params)
+    study_lib.run(alone, FakeObjective(params), 6, seed_sampler=seed_sampler)
+    shared = [tuple(t.params.values()) for t in one.trials]
+    assert len(set(shared)) == 6  # no two trials drew the same values
+    assert shared == [tuple(t.params.values()) for t in alone.trials]  # whoever ran which trial
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
