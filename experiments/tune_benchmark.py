@@ -1,7 +1,7 @@
 r"""The tuning benchmark: a pruned study on digits_cnn, then its best config against the default.
 
   python -m experiments.tune_benchmark --config=experiments/configs/digits_cnn_tune.py --workdir=DIR
-      [--seeds=3] [--config.tune.pruner=successive_halving ...]
+      [--seeds=5] [--config.tune.pruner=successive_halving ...]
 
 1. The study (`experiments.tune`) in DIR/study: trials train on train[:85%] and are judged on
    the validation split train[85%:]; the test split is never looked at.
@@ -22,7 +22,7 @@ from experiments import cli
 cli.define_config_and_workdir("experiments/configs/digits_cnn_tune.py", "Folder of the benchmark.")
 flags.DEFINE_string("default_config", "experiments/configs/digits_cnn.py",
                     "The config the tuned one is compared with.")
-flags.DEFINE_integer("seeds", 3, "Seeds each final config is trained with (0, 1, ...).")
+flags.DEFINE_integer("seeds", 5, "Seeds each final config is trained with (0, 1, ...).")
 
 
 def _final(config, workdir, seed):
@@ -69,20 +69,26 @@ def main():
     p = summary["best"]["params"]
     print(f"\nstudy: {len(states)} trials ({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
           f"{states.count('FAIL')} failed) in {study_seconds:.0f} s")
-    print(f"updates: {trained:,} trained of {unpruned:,} unpruned = {100 * trained / unpruned:.1f} % "
-          f"(goal <= 50 %)")
+    print(f"updates: {trained:,} trained of {unpruned:,} unpruned = {100 * trained / unpruned:.1f} %")
     print("best trial #{}: validation {} {:.4f}; ".format(summary["best"]["number"], config.tune.metric,
                                                            summary["best"]["value"])
           + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()))
-    print(f"\n| seed | tuned test accuracy | default test accuracy | tuned test loss | default test loss |")
+    print("\n| seed | tuned test accuracy | default test accuracy | tuned test loss | default test loss |")
     print("|---|---|---|---|---|")
     for seed, b, d in rows:
         print(f"| {seed} | {b[0]:.4f} | {d[0]:.4f} | {b[1]:.4f} | {d[1]:.4f} |")
     print(f"| mean | {mean(best_acc):.4f} | {mean(default_acc):.4f} | {mean([r[1][1] for r in rows]):.4f} | "
           f"{mean([r[2][1] for r in rows]):.4f} |")
-    verdict = "met" if best_acc[0] >= default_acc[0] else "not met"
-    print(f"\ngoal, seed 0: tuned {best_acc[0]:.4f} vs default {default_acc[0]:.4f} test accuracy: {verdict}; "
-          f"final trainings {final_seconds:.0f} s; figures in {os.path.join(workdir, 'benchmark.json')}")
+    from tfscale import data  # pylint: disable=import-outside-toplevel
+    num_test = data.load(default.data).info.num_eval
+    one = "met" if best_acc[0] >= default_acc[0] else "not met"
+    many = "met" if mean(best_acc) >= mean(default_acc) else "not met"
+    print(f"\ngoal, test accuracy at least the default's: seed 0 {best_acc[0]:.4f} vs {default_acc[0]:.4f} "
+          f"({one}); mean of {len(rows)} seeds {mean(best_acc):.4f} vs {mean(default_acc):.4f} ({many}). "
+          f"One of the {num_test} test images is {1 / num_test:.4f}.")
+    print(f"goal, updates <= 50 % of unpruned: {100 * trained / unpruned:.1f} % "
+          f"({'met' if trained <= unpruned / 2 else 'not met'}); final trainings {final_seconds:.0f} s; "
+          f"figures in {os.path.join(workdir, 'benchmark.json')}")
 
 
 if __name__ == "__main__":

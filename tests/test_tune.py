@@ -141,7 +141,7 @@ def test_a_validation_split_carved_out_of_train_is_disjoint_from_it():
     from tfscale import data
     c = tiny()
     loaded = data.load(c.data)
-    assert (loaded.info.num_train, loaded.info.num_eval) == (1221, 216)  # 85 % / 15 % of the 1,437
+    assert (loaded.info.num_train, loaded.info.num_eval) == (1150, 287)  # 80 % / 20 % of the 1,437
     train = {x.tobytes() for x in loaded.train[0]}
     assert not any(x.tobytes() in train for x in loaded.eval[0][:50])
 
@@ -236,7 +236,7 @@ def test_a_study_writes_best_config_report_plots_and_hparams(finished_study):
     assert config.eval.every_steps == 0  # nothing is chosen on the test split (no best weights from it)
     trial_config = config_lib.defaults()
     trial_config.update(ml_collections.ConfigDict(_json(os.path.join(workdir, f"trials/{best['number']:04d}/config.json"))))
-    assert trial_config.model.width == config.model.width and trial_config.data.eval_split == "train[85%:]"
+    assert trial_config.model.width == config.model.width and trial_config.data.eval_split == "train[80%:]"
     events = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(workdir, "tensorboard")) for f in files]
     assert len(events) == 1 + 4  # the HParams config and one session per trial
 
@@ -325,3 +325,15 @@ def test_a_killed_study_resumes_its_running_trial_from_the_checkpoint(tmp_path):
 
 def _load(config, workdir):
     return study_lib.open_study(config, str(workdir), tuning.check(config))
+
+
+def test_the_benchmark_script_runs_end_to_end_on_the_tiny_configs(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "experiments.tune_benchmark",
+                           "--config=experiments/configs/digits_cnn_tune.py:tiny", f"--workdir={tmp_path}",
+                           "--default_config=experiments/configs/digits_cnn.py:tiny", "--seeds=1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "goal, updates <= 50 % of unpruned" in proc.stdout and "| 0 | " in proc.stdout
+    figures = _json(tmp_path / "benchmark.json")
+    assert figures["trials"] == 4 and figures["updates_unpruned"] == 160
+    assert 0 < figures["updates_trained"] <= 160 and len(figures["best_test_accuracy"]) == 1

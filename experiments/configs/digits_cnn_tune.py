@@ -3,7 +3,7 @@ pruning, chosen on a validation split carved out of the training data (docs/tuni
 
   python -m experiments.tune --config=experiments/configs/digits_cnn_tune.py --workdir=DIR
 
-Trials train on the first 85 % of `train` and are judged on the other 15 % (never on `test`);
+Trials train on the first 80 % of `train` and are judged on the other 20 % (never on `test`);
 best_config.py trains the best values on the whole `train` split and evaluates on `test`.
 Variants: default, `tiny` (the tiny CNN, 4 trials of 40 updates: tests and smoke runs).
 """
@@ -14,8 +14,8 @@ from tfscale import tuning
 def get_config(arg=None):
     c = digits_cnn.get_config(arg)
     c.unlock()
-    c.data.train_split = "train[:85%]"  # 1,221 images
-    c.data.eval_split = "train[85%:]"  # 216 images: the validation split trials are judged on
+    c.data.train_split = "train[:80%]"  # 1,150 images
+    c.data.eval_split = "train[80%:]"  # 287 images: the validation split trials are judged on
     c.eval.every_steps = 25  # the pruner's intermediate values: validation loss every 25 updates
     # A trial is judged on its last weights, as the final run (no periodic evaluation) will be.
     c.train.early_stopping.restore_best = False

@@ -175,8 +175,12 @@ def write_plots(workdir, study, params, seed=0):
                                           f"{MIN_TRIALS_FOR_IMPORTANCES} or more")
         else:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-            _save_axes(plots.plot_param_importances(study, evaluator=evaluator),
-                       io.join(workdir, "importances.png"))
+            try:
+                axes = plots.plot_param_importances(study, evaluator=evaluator)
+            except (RuntimeError, ValueError) as e:  # e.g. every complete trial scored the same
+                missing["importances.png"] = f"fANOVA could not rank the keys ({' '.join(str(e).split())[:200]})"
+            else:
+                _save_axes(axes, io.join(workdir, "importances.png"))
     for name in missing:
         if io.exists(io.join(workdir, name)):
             io.gfile.remove(io.join(workdir, name))
