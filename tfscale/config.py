@@ -23,6 +23,7 @@ def defaults():
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # digits | pycode | synthetic | array_record | any tfds name
     c.data.data_dir = ""  # tfds data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data.mask_rate = 0.0  # > 0: masked-LM data (BERT: 0.15) from a token data set; loss masked_lm
     c.data.path = ""  # array_record: the folder `experiments.prepare` wrote (streamed, never loaded whole)
     c.data.train_split = "train"
     c.data.eval_split = "test"
@@ -188,6 +189,9 @@ def validate(config):
     require(config.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {config.checkpoint.keep}")
     _validate_keep_steps(config.checkpoint.keep_steps, t)
     _validate_periodic_eval(config)
+    require(0 <= config.data.mask_rate < 1, f"data.mask_rate must be in [0, 1), got {config.data.mask_rate}")
+    require(bool(config.data.mask_rate) == (config.train.loss == "masked_lm"),
+            "masked-LM training needs both data.mask_rate > 0 (BERT: 0.15) and train.loss=masked_lm")
     require(config.eval.batch_size >= 1, f"eval.batch_size must be >= 1, got {config.eval.batch_size}")
     require(config.eval.max_examples >= 0,
            f"eval.max_examples must be >= 0 (0 = all), got {config.eval.max_examples}")

@@ -313,7 +313,7 @@ def evaluate_workdir(workdir, data=None, step=None):
     config = workdir_lib.load_config(workdir)
     model_path = io.join(workdir, "export", "saved_model")
     serve = load_serving(model_path)
-    data = data or data_lib.load(config.data, config.model.get("seq_len"))
+    data = data or data_lib.load(config.data, config.model.get("seq_len"), config.seed)
     inputs, labels = data.eval_arrays(config.eval.max_examples)
     classifier = data.task == "classifier"
     if classifier:

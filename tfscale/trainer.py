@@ -33,9 +33,38 @@ import tf_keras as keras
 
 from tfscale import precision
 
+IGNORED = -1  # a target that counts for nothing: the unmasked positions of masked-LM data
+
+
+def masked_lm_loss(y_true, y_pred):
+    """Cross-entropy per example, averaged over its positions whose target is not IGNORED (the
+    masked ones); an example with none scores 0."""
+    y_true = tf.cast(y_true, tf.int32)
+    counted = tf.cast(y_true != IGNORED, tf.float32)
+    losses = keras.losses.sparse_categorical_crossentropy(tf.maximum(y_true, 0), y_pred, from_logits=True)
+    return tf.reduce_sum(losses * counted, axis=-1) / tf.maximum(tf.reduce_sum(counted, axis=-1), 1.0)
+
+
+class MaskedAccuracy(keras.metrics.Mean):
+    """Accuracy over the positions whose target is not IGNORED (and rows that count)."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):  # pylint: disable=arguments-differ
+        y_true = tf.cast(y_true, tf.int32)
+        counted = tf.cast(y_true != IGNORED, tf.float32)
+        if sample_weight is not None:  # one weight per row (or per position): broadcast over positions
+            w = tf.cast(sample_weight, tf.float32)
+            counted *= tf.reshape(w, tf.concat([tf.shape(w), tf.ones([tf.rank(counted) - tf.rank(w)], tf.int32)], 0))
+        correct = tf.cast(tf.equal(tf.argmax(y_pred, -1, output_type=tf.int32), y_true), tf.float32)
+        return super().update_state(correct, sample_weight=counted)
+
+
 LOSSES = {
     "sparse_categorical_crossentropy":
         lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    "masked_lm": lambda: masked_lm_loss,
     "mse": lambda: keras.losses.MeanSquaredError(),
 }
 
@@ -63,7 +92,7 @@ def compile_model(model, optimizer, loss, **kwargs):
     """Compiles `model` as every run and fine-tuning phase is: `loss`, plus accuracy (per token
     for LMs) when it is sparse categorical cross-entropy. `kwargs` go to `compile`."""
     metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-               if loss == "sparse_categorical_crossentropy" else [])
+               if loss == "sparse_categorical_crossentropy" else [MaskedAccuracy()] if loss == "masked_lm" else [])
     # weighted_metrics=[]: the sample weights reach the metrics as a mask (test_step), on purpose.
     model.compile(optimizer, loss=loss, metrics=metrics, weighted_metrics=[], **kwargs)
 

@@ -19,7 +19,7 @@ import tf_keras as keras
 
 from tfscale import (branch, callbacks, checkpoint, config as config_lib, data, distribute, evaluation,
                      export, io, launch, lock, models, optim, periodic_eval, precision, throughput, trainer,
-                     workdir as workdir_lib)
+                     warm_start, workdir as workdir_lib)
 
 
 def _jit_compile(setting, device_kind, num_replicas):
@@ -67,10 +67,11 @@ class Run:
         self.jit_compile = _jit_compile(config.train.jit_compile, self.device_kind, self.num_replicas)
         self.steps_per_execution = _steps_per_execution(config.train.steps_per_execution,
                                                         self.device_kind)
-        self.data = data.load(config.data, config.model.get("seq_len"))
+        self.data = data.load(config.data, config.model.get("seq_len"), config.seed)
         data.check_batch_size(self.data.info.num_train, config.train.batch_size)
         workdir_lib.check(workdir, config)
         branch.check(config, workdir)  # train.init_from, before the workdir is written
+        warm_start.check(config)  # model.init_from too
         self.chief = _is_chief(self.strategy)
         # One label per example: a classifier (eval.json, probabilities in the export).
         self.classifier = self.data.task == "classifier"
@@ -148,6 +149,8 @@ class Run:
         c = self.config
         if checkpoint.restore_latest(self.restore_manager) is None:  # fresh: maybe a branch
             branch.restore(c, self.restore_manager.checkpoint, self.optimizer)
+            if c.model.get("init_from"):  # fine-tuning: the pretrained weights, once
+                self.warm_started = warm_start.load(self.network, c)
         start = self.started_at = self.step
         writer = tf.summary.create_file_writer(io.join(self.workdir, "tensorboard")) if self.chief else None
         card = models.describe(self.network, c.model, self.data.task)  # MFU from every FLOP, logits included

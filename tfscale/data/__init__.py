@@ -2,7 +2,7 @@
 `experiments.prepare` (`array_record`, streamed), and any prepared tfds data set. Each is a
 `DataSource` (`source.py`)."""
 from tfscale.errors import ConfigError
-from tfscale.data import array_record, digits, pycode, synthetic, text, tfds_source
+from tfscale.data import array_record, digits, masking, pycode, synthetic, text, tfds_source
 from tfscale.data.info import DataInfo, tfds_data_dir
 from tfscale.data.batches import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
 from tfscale.data.source import DataSource, InMemorySource
@@ -28,8 +28,16 @@ def check_name(data_config):
         tfds_source.builder_for(data_config)
 
 
-def load(data_config, seq_len=None):
-    """The config's data set as a `DataSource`; `seq_len` is the model's context (text data)."""
+def load(data_config, seq_len=None, seed=0):
+    """The config's data set as a `DataSource`; `seq_len` is the model's context (text data).
+    With `data.mask_rate` > 0 its token inputs are masked for masked-LM training (`masking.py`,
+    masks drawn from `seed`)."""
+    source = _load(data_config, seq_len)
+    rate = data_config.get("mask_rate", 0.0)
+    return masking.MaskedTokens(source, rate, seed) if rate else source
+
+
+def _load(data_config, seq_len):
     if data_config.name in DATASETS:
         return DATASETS[data_config.name](data_config, seq_len)
     return tfds_source.load(data_config)

@@ -105,7 +105,7 @@ class ArrayRecordSource(DataSource):
         def read(indices):
             return self._decode(reader.__getitems__(indices.tolist()))
 
-        def gather(indices):
+        def gather(indices, positions):  # pylint: disable=unused-argument
             inputs, labels = tf.numpy_function(read, [indices], dtypes, stateful=False)
             inputs.set_shape([None, *self.shapes[0]])
             labels.set_shape([None, *self.shapes[1]])

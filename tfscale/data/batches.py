@@ -38,7 +38,7 @@ def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
 
     def make_gather():
         tensors = tf.nest.map_structure(tf.constant, arrays)
-        return lambda indices: tuple(tf.gather(t, indices) for t in tensors)
+        return lambda indices, positions: tuple(tf.gather(t, indices) for t in tensors)
 
     return index_dataset_fn(len(arrays[1]), make_gather, global_batch_size, seed, start_step, num_steps)
 
@@ -48,8 +48,11 @@ def index_dataset_fn(num_examples, make_gather, global_batch_size, seed, start_s
     num_steps-1 of any random-access source.
 
     `make_gather()` is called once per input pipeline (inside the worker's own tf.data graph)
-    and returns `gather(indices) -> (inputs, labels)` for a 1-D tensor of example indices; each
-    pipeline gathers only its own rows of the global batch, so a host never reads the others'.
+    and returns `gather(indices, positions) -> (inputs, labels)` for 1-D tensors of example
+    indices and of their positions in the endless training stream (update * global batch +
+    row: what a per-example random transform such as masking is seeded with, so it is the same
+    on any number of replicas and after a resume); each pipeline gathers only its own rows of
+    the global batch, so a host never reads the others'.
     """
     check_batch_size(num_examples, global_batch_size)
     first_epoch, offset = divmod(start_step * global_batch_size, num_examples)
@@ -62,8 +65,9 @@ def index_dataset_fn(num_examples, make_gather, global_batch_size, seed, start_s
         begin = ctx.input_pipeline_id * rows
         gather_rows = make_gather()
 
-        def gather(indices):
-            inputs, labels = gather_rows(indices[begin:begin + rows])
+        def gather(step, indices):
+            positions = step * global_batch_size + begin + tf.range(rows, dtype=tf.int64)
+            inputs, labels = gather_rows(indices[begin:begin + rows], positions)
             # Static shapes (a TPU compiles one program): a gather must give them per example.
             inputs, labels = (tf.reshape(t, [local_replicas, per_replica, *t.shape[1:]])
                               for t in (inputs, labels))
@@ -72,7 +76,7 @@ def index_dataset_fn(num_examples, make_gather, global_batch_size, seed, start_s
         order = tf.data.Dataset.range(first_epoch, 2**62).flat_map(
             lambda e: tf.data.Dataset.from_tensor_slices(epoch_order(num_examples, seed, e)))
         ds = order.skip(offset).batch(global_batch_size, drop_remainder=True)
-        ds = ds.take(num_steps - start_step)
+        ds = ds.take(num_steps - start_step).enumerate(start_step)
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.unbatch().prefetch(tf.data.AUTOTUNE)
 

@@ -10,6 +10,7 @@ Held-out subsets are read into memory (`eval_arrays`): they are what each evalua
 and, as `eval.max_examples` evenly spaced examples, small next to a training split.
 """
 import numpy as np
+import tensorflow as tf
 
 from tfscale.data import batches
 
@@ -67,8 +68,9 @@ class InMemorySource(DataSource):
     def __init__(self, info, train, eval):  # pylint: disable=redefined-builtin
         self.info, self.train, self.eval = info, tuple(train), tuple(eval)
 
-    def train_dataset_fn(self, global_batch_size, seed, start_step, num_steps):
-        return batches.train_dataset_fn(self.train, global_batch_size, seed, start_step, num_steps)
+    def _make_gather(self):
+        tensors = tuple(tf.constant(a) for a in self.train)
+        return lambda indices, positions: tuple(tf.gather(t, indices) for t in tensors)
 
     def read(self, split, indices):
         arrays = self.train if split == "train" else self.eval

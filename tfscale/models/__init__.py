@@ -14,18 +14,24 @@ import inspect
 import tf_keras as keras
 
 from tfscale.errors import ConfigError
-from tfscale.models import cnn, mlp, transformer_lm
+from tfscale.models import cnn, mlp, transformer_encoder, transformer_lm
 from tfscale.models.card import CONVENTIONS, ModelCard, describe
 
 MODELS = {
     "mlp": mlp.build,
     "cnn": cnn.build,
     "transformer_lm": transformer_lm.build,
+    "transformer_encoder": transformer_encoder.build,
 }
 
 
+# model.* keys that are not knobs of the builder: its name, and what fine-tuning starts from
+# (`tfscale/warm_start.py`).
+NOT_KNOBS = ("name", "init_from", "init_fresh")
+
+
 def _knobs(model_config):
-    return {k: v for k, v in model_config.items() if k != "name"}
+    return {k: v for k, v in model_config.items() if k not in NOT_KNOBS}
 
 
 def builder(name):

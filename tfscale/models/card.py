@@ -64,6 +64,8 @@ def describe(network, model_config=None, task=None):
     total = _count(network.trainable_variables)
     if name == "transformer_lm":
         return _describe_lm(network, total)
+    if name == "transformer_encoder":
+        return _describe_encoder(network, total)
     training = flops.training_flops(network)
     tokens = int(network.input_shape[1]) if task == "lm" else None
     return ModelCard(task or "classifier", total, total, training, training, tokens)
@@ -86,3 +88,22 @@ def _describe_lm(network, total):
     forward = 2 * non_embedding + 2 * d_model * vocab + attention
     kaplan = 6 * non_embedding + 6 * n_layer * seq_len * d_model
     return ModelCard("lm", total, non_embedding, 3 * forward * seq_len, kaplan * seq_len, seq_len)
+
+
+def _describe_encoder(network, total):
+    """The encoder counted like the decoder: every position ([CLS] included) runs the blocks and
+    attends to all T + 1; a masked-LM head adds the tied logits matmul at the T token positions,
+    a classifier's pooler and head run once per example. Kaplan's count leaves out the logits."""
+    layers = network.layers
+    token = next(l for l in layers if isinstance(l, keras.layers.Embedding))
+    positions = next(l for l in layers if isinstance(l, transformer_lm.PositionEmbedding))
+    vocab, d_model = (int(d) for d in token.embeddings.shape)
+    seq_len = int(network.input_shape[1])
+    n_layer = sum(isinstance(l, keras.layers.MultiHeadAttention) for l in layers)
+    head = _count([v for l in layers if l.name in ("pooler", "logits") for v in l.trainable_weights])
+    non_embedding = total - _count([*token.trainable_weights, *positions.trainable_weights])
+    per_position = 2 * (non_embedding - head) + 2 * 2 * n_layer * (seq_len + 1) * d_model
+    masked_lm = not any(l.name == "logits" for l in layers)
+    forward = (seq_len + 1) * per_position + (seq_len * 2 * d_model * vocab if masked_lm else 2 * head)
+    kaplan = 6 * (non_embedding - head) * (seq_len + 1) + 6 * n_layer * (seq_len + 1) ** 2 * d_model
+    return ModelCard("masked_lm" if masked_lm else "classifier", total, non_embedding, 3 * forward, kaplan, seq_len)

@@ -43,10 +43,30 @@ class TokenEmbedding(keras.layers.Embedding):
         return tf.matmul(tf.cast(inputs, tf.float32), tf.cast(self.embeddings, tf.float32), transpose_b=True)
 
 
-def _block(x, i, num_heads, d_model, d_ff, dropout):
+def check_shape(info, num_layers, d_model, num_heads, d_ff, seq_len, dropout):
+    """The knob checks every transformer of the registry shares."""
+    knobs.at_least(1, num_layers=num_layers, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
+                   seq_len=seq_len)
+    knobs.dropout(dropout)
+    if d_model % num_heads:
+        raise ConfigError(f"model.d_model {d_model} is not divisible by model.num_heads {num_heads}")
+    if info.input_shape != (seq_len,):
+        raise ConfigError(f"model.seq_len {seq_len} does not match the data's examples {info.input_shape}")
+
+
+def embed(tokens, vocab, d_model, seq_len, dropout):
+    """(the token table, token + learned position embeddings of `tokens`)."""
+    embedding = TokenEmbedding(vocab, d_model, name="token_embedding",
+                               embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02))
+    x = PositionEmbedding(seq_len, name="position_embedding")(embedding(tokens))
+    return embedding, keras.layers.Dropout(dropout)(x)
+
+
+def block(x, i, num_heads, d_model, d_ff, dropout, causal=True):
+    """One pre-LayerNorm block: self-attention (causal for a decoder), then the GELU MLP."""
     h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block_{i}_ln_attention")(x)
     h = keras.layers.MultiHeadAttention(num_heads, d_model // num_heads, dropout=dropout,
-                                        name=f"block_{i}_attention")(h, h, use_causal_mask=True)
+                                        name=f"block_{i}_attention")(h, h, use_causal_mask=causal)
     x = x + keras.layers.Dropout(dropout)(h)
     h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block_{i}_ln_mlp")(x)
     h = keras.layers.Dense(d_ff, activation="gelu", name=f"block_{i}_mlp_in")(h)
@@ -56,21 +76,12 @@ def _block(x, i, num_heads, d_model, d_ff, dropout):
 
 def build(info, num_layers=2, d_model=128, num_heads=4, d_ff=512, seq_len=128, dropout=0.0,
           tie_embeddings=True):
-    knobs.at_least(1, num_layers=num_layers, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
-                   seq_len=seq_len)
-    knobs.dropout(dropout)
-    if d_model % num_heads:
-        raise ConfigError(f"model.d_model {d_model} is not divisible by model.num_heads {num_heads}")
-    if info.input_shape != (seq_len,):
-        raise ConfigError(f"model.seq_len {seq_len} does not match the data's examples {info.input_shape}")
+    check_shape(info, num_layers, d_model, num_heads, d_ff, seq_len, dropout)
     vocab = info.num_classes
     tokens = keras.Input((seq_len,), dtype="int32", name="tokens")
-    embedding = TokenEmbedding(vocab, d_model, name="token_embedding",
-                               embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02))
-    x = PositionEmbedding(seq_len, name="position_embedding")(embedding(tokens))
-    x = keras.layers.Dropout(dropout)(x)
+    embedding, x = embed(tokens, vocab, d_model, seq_len, dropout)
     for i in range(num_layers):
-        x = _block(x, i, num_heads, d_model, d_ff, dropout)
+        x = block(x, i, num_heads, d_model, d_ff, dropout)
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_final")(x)
     if tie_embeddings:
         logits = embedding(x, logits=True)
