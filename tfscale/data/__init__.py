@@ -1,8 +1,10 @@
 """Data sets by name: embedded ones (no download), `synthetic`, ArrayRecord folders prepared by
 `experiments.prepare` (`array_record`, streamed), and any prepared tfds data set. Each is a
 `DataSource` (`source.py`)."""
+import numpy as np
+
 from tfscale.errors import ConfigError
-from tfscale.data import array_record, digits, masking, pycode, synthetic, text, tfds_source
+from tfscale.data import array_record, digits, masking, pycode, pycode_package, synthetic, text, tfds_source
 from tfscale.data.info import DataInfo, tfds_data_dir
 from tfscale.data.batches import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
 from tfscale.data.source import DataSource, InMemorySource
@@ -12,8 +14,15 @@ DATASETS = {
     "digits": lambda c, _: tfds_source.load(c, builder_cls=digits.Digits, input_scale=1.0 / 16),
     "pycode": lambda c, seq_len: text.load(tfds_source.builder_for(c, pycode.Pycode), seq_len or 128),
     "synthetic": lambda c, _: synthetic.load(c),
+    "pycode_package": lambda c, _: _tokens(tfds_source.load(c, builder_cls=pycode_package.PycodePackage, input_scale=1.0)),
     "array_record": lambda c, _: array_record.ArrayRecordSource(c.path),
 }
+
+
+def _tokens(source):
+    """Byte inputs as int32 token ids (not pixels to rescale)."""
+    as_ids = lambda split: (split[0].astype(np.int32), split[1])  # noqa: E731
+    return InMemorySource(source.info, as_ids(source.train), as_ids(source.eval))
 
 
 def check_name(data_config):
