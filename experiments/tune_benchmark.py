@@ -81,8 +81,9 @@ def main():
           f"{mean([r[2][1] for r in rows]):.4f} |")
     from tfscale import data  # pylint: disable=import-outside-toplevel
     num_test = data.load(default.data).info.num_eval
-    one = "met" if best_acc[0] >= default_acc[0] else "not met"
-    many = "met" if mean(best_acc) >= mean(default_acc) else "not met"
+    right = lambda accs: [round(a * num_test) for a in accs]  # noqa: E731  (test images right: exact ties)
+    one = "met" if right(best_acc)[0] >= right(default_acc)[0] else "not met"
+    many = "met" if sum(right(best_acc)) >= sum(right(default_acc)) else "not met"
     print(f"\ngoal, test accuracy at least the default's: seed 0 {best_acc[0]:.4f} vs {default_acc[0]:.4f} "
           f"({one}); mean of {len(rows)} seeds {mean(best_acc):.4f} vs {mean(default_acc):.4f} ({many}). "
           f"One of the {num_test} test images is {1 / num_test:.4f}.")
