@@ -36,11 +36,15 @@ def train_dataset_fn(arrays, global_batch_size, seed, start_step, num_steps):
     """A `dataset_fn(input_context)` for `strategy.distribute_datasets_from_function` over an
     (inputs, labels) pair of numpy arrays held in memory (`index_dataset_fn`)."""
 
-    def make_gather():
-        tensors = tf.nest.map_structure(tf.constant, arrays)
-        return lambda indices, positions: tuple(tf.gather(t, indices) for t in tensors)
+    return index_dataset_fn(len(arrays[1]), lambda: array_gather(arrays), global_batch_size, seed, start_step,
+                            num_steps)
 
-    return index_dataset_fn(len(arrays[1]), make_gather, global_batch_size, seed, start_step, num_steps)
+
+def array_gather(arrays):
+    """`gather(indices, positions)` over in-memory (inputs, labels) arrays, as constants of the
+    calling tf.data graph."""
+    tensors = tuple(tf.constant(a) for a in arrays)
+    return lambda indices, positions: tuple(tf.gather(t, indices) for t in tensors)
 
 
 def index_dataset_fn(num_examples, make_gather, global_batch_size, seed, start_step, num_steps):

@@ -10,7 +10,6 @@ Held-out subsets are read into memory (`eval_arrays`): they are what each evalua
 and, as `eval.max_examples` evenly spaced examples, small next to a training split.
 """
 import numpy as np
-import tensorflow as tf
 
 from tfscale.data import batches
 
@@ -69,8 +68,7 @@ class InMemorySource(DataSource):
         self.info, self.train, self.eval = info, tuple(train), tuple(eval)
 
     def _make_gather(self):
-        tensors = tuple(tf.constant(a) for a in self.train)
-        return lambda indices, positions: tuple(tf.gather(t, indices) for t in tensors)
+        return batches.array_gather(self.train)
 
     def read(self, split, indices):
         arrays = self.train if split == "train" else self.eval
