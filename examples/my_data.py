@@ -5,6 +5,9 @@ r"""Data of one's own, written once as ArrayRecord shards that tfscale streams b
 Here: scikit-learn's breast-cancer measurements (569 tumours, 30 features, benign or malignant),
 standardised with the training split's statistics and split 80/20 with a fixed seed. Any
 (inputs, labels) numpy arrays go the same way: wrap them in `InMemorySource` and `write` them.
+
+`load` is the same data as a `DataSource` factory, for data that needs no shards:
+`--config.data.name=examples.my_data:load`.
 """
 from absl import app, flags
 import numpy as np
@@ -25,6 +28,11 @@ def source():
     info = DataInfo("breast_cancer", (x.shape[1],), 2, 1.0, len(y_train), len(y_eval))
     return InMemorySource(info, (x_train.astype(np.float32), y_train.astype(np.int32)),
                           (x_eval.astype(np.float32), y_eval.astype(np.int32)))
+
+
+def load(data_config, seq_len):  # pylint: disable=unused-argument
+    """The `data.name=examples.my_data:load` factory: (data config, model context) -> DataSource."""
+    return source()
 
 
 def main(_):

@@ -31,6 +31,35 @@ def _info(shards):
     return array_record.ArrayRecordSource(shards).info
 
 
+def test_own_data_factory_trains_through_its_importable_name(tmp_path):
+    from examples import my_config  # pylint: disable=import-outside-toplevel
+    config = my_config.get_config().unlock()
+    config.data.name, config.data.path = "examples.my_data:load", ""
+    config.train.num_steps, config.eval.every_steps, config.checkpoint.every_steps = 60, 30, 60
+    summary = tfscale.train(config.lock(), str(tmp_path / "run"))
+    assert summary["data"] == "examples.my_data:load" and summary["steps"] == 60
+    assert summary["eval_accuracy"] >= 0.85  # a majority guess gets 0.63
+
+
+def not_a_source(data_config, seq_len):  # pylint: disable=unused-argument
+    return {"train": None}
+
+
+@pytest.mark.parametrize("name,fragment", [
+    ("examples.nowhere:load", "data 'examples.nowhere:load': cannot import examples.nowhere"),
+    ("examples.my_data:missing", "examples.my_data has no function missing"),
+])
+def test_a_data_factory_that_cannot_be_found_is_refused_before_anything_is_written(name, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        config_lib.validate(tiny_config(data__name=name))
+
+
+def test_a_data_factory_that_returns_no_source_is_one_error(tmp_path):
+    with pytest.raises(ConfigError, match="returned dict, not a tfscale.data.DataSource"):
+        tfscale.train(tiny_config(data__name="test_own_model:not_a_source"), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
+
+
 @pytest.mark.parametrize("name,fragment", [
     ("examples.nowhere:build", "cannot import examples.nowhere"),
     ("examples.my_model:missing", "examples.my_model has no function missing"),

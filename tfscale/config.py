@@ -21,7 +21,7 @@ def defaults():
     c.deterministic = False  # tf.config.experimental.enable_op_determinism()
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # digits | pycode | synthetic | array_record | any tfds name
+    c.data.name = "digits"  # digits | pycode | synthetic | array_record | any tfds name | package.module:function
     c.data.data_dir = ""  # tfds data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.data.mask_rate = 0.0  # > 0: masked-LM data (BERT: 0.15) from a token data set; loss masked_lm
     c.data.path = ""  # array_record: the folder `experiments.prepare` wrote (streamed, never loaded whole)

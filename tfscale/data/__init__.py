@@ -1,8 +1,10 @@
 """Data sets by name: embedded ones (no download), `synthetic`, ArrayRecord folders prepared by
-`experiments.prepare` (`array_record`, streamed), and any prepared tfds data set. Each is a
-`DataSource` (`source.py`)."""
+`experiments.prepare` (`array_record`, streamed), any prepared tfds data set, and a user's own
+`DataSource` factory named "package.module:function" (`factory(data_config, seq_len) ->
+DataSource`). Each is a `DataSource` (`source.py`)."""
 import numpy as np
 
+from tfscale import importing
 from tfscale.errors import ConfigError
 from tfscale.data import array_record, digits, masking, pycode, pycode_package, synthetic, text, tfds_source
 from tfscale.data.info import DataInfo, tfds_data_dir
@@ -29,7 +31,9 @@ def check_name(data_config):
     """Fails early (before a workdir is touched) on an unknown or unprepared data set."""
     if not data_config.name:
         raise ConfigError("data.name is empty")
-    if data_config.name == "array_record":
+    if importing.is_importable_name(data_config.name):
+        importing.function_by_name(data_config.name, "data")
+    elif data_config.name == "array_record":
         if not data_config.get("path"):
             raise ConfigError("data.name array_record needs data.path: the folder experiments.prepare wrote")
         array_record.read_manifest(data_config.path)
@@ -47,6 +51,12 @@ def load(data_config, seq_len=None, seed=0):
 
 
 def _load(data_config, seq_len):
+    if importing.is_importable_name(data_config.name):
+        source = importing.function_by_name(data_config.name, "data")(data_config, seq_len)
+        if not isinstance(source, DataSource):
+            raise ConfigError(f"data {data_config.name!r} returned {type(source).__name__}, not a "
+                              "tfscale.data.DataSource (wrap arrays in InMemorySource)")
+        return source
     if data_config.name in DATASETS:
         return DATASETS[data_config.name](data_config, seq_len)
     return tfds_source.load(data_config)

@@ -8,11 +8,11 @@ Models take raw inputs (their preprocessing is inside) and return float32 logits
 precision policy, so losses and exports see float32. `describe(network, model_config)` gives a
 built network's `ModelCard`: its parameter and FLOP counts in both conventions (`card.py`).
 """
-import importlib
 import inspect
 
 import tf_keras as keras
 
+from tfscale import importing
 from tfscale.errors import ConfigError
 from tfscale.models import cnn, mlp, transformer_encoder, transformer_lm
 from tfscale.models.card import CONVENTIONS, ModelCard, describe
@@ -38,18 +38,10 @@ def builder(name):
     """The builder a `model.name` names: a registry entry, or "module:function"; ConfigError if neither."""
     if name in MODELS:
         return MODELS[name]
-    if ":" not in name:
+    if not importing.is_importable_name(name):
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}, "
                           "or name your own builder as package.module:function")
-    module_name, _, function = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"model {name!r}: cannot import {module_name} ({e})") from None
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        raise ConfigError(f"model {name!r}: {module_name} has no function {function}")
-    return fn
+    return importing.function_by_name(name, "model")
 
 
 def check_knobs(model_config):
