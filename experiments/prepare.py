@@ -16,6 +16,7 @@ from experiments import cli
 
 cli.define_config_and_workdir("experiments/configs/digits_mlp.py[:tiny]", "Folder to write the shards and manifest to.")
 flags.DEFINE_integer("shards", 4, "Shards per split (more lets many hosts read in parallel).")
+flags.DEFINE_bool("verify", False, "Only check the folder: every shard's SHA-256 and record count against its manifest.")
 
 
 def main():
@@ -24,6 +25,9 @@ def main():
     from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
     config, out = flags.FLAGS.config, flags.FLAGS.workdir
+    if flags.FLAGS.verify:
+        print(f"{out}: {array_record.verify(out)} shards match their manifest")
+        return
     if flags.FLAGS.shards < 1:
         raise ConfigError(f"--shards must be >= 1, got {flags.FLAGS.shards}")
     if config.data.name == "array_record":

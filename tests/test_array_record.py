@@ -102,20 +102,59 @@ def test_a_language_model_streams_its_windows(tmp_path):
     assert summary["steps"] == 10 and 0 < summary["bits_per_byte"] < 8
 
 
+def _damage(folder, damage):
+    manifest_path = os.path.join(folder, "manifest.json")
+    shard = os.path.join(folder, "eval-00002-of-00003.array_record")
+    if damage == "missing_shard":
+        os.remove(shard)
+    elif damage == "empty_shard":
+        open(shard, "wb").close()
+    elif damage == "truncated_shard":
+        with open(shard, "r+b") as f:
+            f.truncate(os.path.getsize(shard) // 2)
+    elif damage in ("manifest_count", "manifest_json"):
+        import json  # pylint: disable=import-outside-toplevel
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        manifest["splits"]["train"]["num_examples"] += 7
+        with open(manifest_path, "w") as f:
+            f.write(json.dumps(manifest) if damage == "manifest_count" else json.dumps(manifest)[:-20])
+
+
 @pytest.mark.parametrize("damage,fragment", [
     ("no_folder", "holds no manifest.json"),
     ("missing_shard", "is missing its shard eval-00002-of-00003.array_record"),
+    ("empty_shard", "eval-00002-of-00003.array_record is empty"),
+    ("truncated_shard", "eval-00002-of-00003.array_record is "),
+    ("manifest_count", "manifest.json does not match its files: its train shards hold"),
+    ("manifest_json", "manifest.json is not valid JSON"),
     ("no_path", "needs data.path"),
 ])
 def test_a_bad_data_folder_is_one_error_line(digits_dir, tmp_path, damage, fragment):
     import shutil  # pylint: disable=import-outside-toplevel
     folder = str(tmp_path / "data")
-    if damage == "missing_shard":
+    if damage not in ("no_folder", "no_path"):
         shutil.copytree(digits_dir, folder)
-        os.remove(os.path.join(folder, "eval-00002-of-00003.array_record"))
+        _damage(folder, damage)
     path = "" if damage == "no_path" else folder
     proc = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits_mlp.py:tiny",
                            f"--workdir={tmp_path / 'run'}", "--config.data.name=array_record",
                            f"--config.data.path={path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert fragment in one_error_line(proc)
+    assert proc.returncode == 2
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_verify_reads_every_shard_against_its_checksum(digits_dir, tmp_path):
+    import shutil  # pylint: disable=import-outside-toplevel
+    folder = str(tmp_path / "data")
+    shutil.copytree(digits_dir, folder)
+    assert array_record.verify(folder) == 6
+    shard = os.path.join(folder, "train-00001-of-00003.array_record")
+    with open(shard, "r+b") as f:  # same size, one byte flipped: only the checksum can tell
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(tfscale.ConfigError, match="train-00001-of-00003.array_record does not match its manifest's SHA-256"):
+        array_record.verify(folder)

@@ -24,7 +24,8 @@ from tfscale.data.source import DataSource
 from tfscale.errors import ConfigError
 
 FORMAT = "tfscale-array-record"
-VERSION = 1
+VERSION = 2  # 2: bytes and records of every shard, checked on every load (1: checksums only)
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 SPLITS = ("train", "eval")
 
@@ -52,14 +53,54 @@ def read_manifest(directory):
             manifest = json.load(f)
     except ValueError as e:
         raise ConfigError(f"{path} is not valid JSON ({e})") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise ConfigError(f"{path} is not a {FORMAT} v{VERSION} manifest")
+    if manifest.get("format") != FORMAT or manifest.get("version") not in READABLE_VERSIONS:
+        raise ConfigError(f"{path} is not a {FORMAT} manifest of version {', '.join(map(str, READABLE_VERSIONS))}")
     for split in SPLITS:
         for name in manifest["splits"][split]["files"]:
-            if not os.path.exists(os.path.join(directory, name)):
-                raise ConfigError(f"{directory} is missing its shard {name}: prepare it again "
-                                  "(the same command resumes)")
+            _check_shard(directory, name, manifest)
+        records = manifest.get("records")
+        if records is not None:
+            counted = sum(records[name] for name in manifest["splits"][split]["files"])
+            if counted != manifest["splits"][split]["num_examples"]:
+                raise ConfigError(f"{path} does not match its files: its {split} shards hold {counted} "
+                                  f"records, it says {manifest['splits'][split]['num_examples']}")
     return manifest
+
+
+def _check_shard(directory, name, manifest):
+    """A shard must be there, whole: the size the manifest recorded (cheap, every load; the
+    SHA-256 is for `experiments.prepare --verify`, which reads every byte)."""
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        raise ConfigError(f"{directory} is missing its shard {name}: prepare it again "
+                          "(the same command resumes)")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ConfigError(f"shard {path} is empty: prepare it again (delete it; the same command rewrites it)")
+    expected = manifest.get("bytes", {}).get(name)
+    if expected is not None and size != expected:
+        raise ConfigError(f"shard {path} is {size} bytes, its manifest says {expected}: truncated or "
+                          "replaced; delete it and prepare again (the same command rewrites it)")
+
+
+def verify(directory):
+    """Reads every shard whole: its SHA-256 and its record count against the manifest. Returns
+    the number of shards checked; a ConfigError names the first that differs."""
+    from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
+    manifest = read_manifest(directory)
+    names = [n for split in SPLITS for n in manifest["splits"][split]["files"]]
+    for name in names:
+        path = os.path.join(directory, name)
+        if _sha256(path) != manifest["sha256"][name]:
+            raise ConfigError(f"shard {path} does not match its manifest's SHA-256: delete it and prepare again")
+        if "records" in manifest:
+            try:
+                count = len(array_record_data_source.ArrayRecordDataSource([path]))
+            except Exception as e:  # pylint: disable=broad-except  (the reader's own wording, on one line)
+                raise ConfigError(f"shard {path} cannot be read ({str(e).splitlines()[0]})") from None
+            if count != manifest["records"][name]:
+                raise ConfigError(f"shard {path} holds {count} records, its manifest says {manifest['records'][name]}")
+    return len(names)
 
 
 class ArrayRecordSource(DataSource):
@@ -75,6 +116,11 @@ class ArrayRecordSource(DataSource):
                              int(m["splits"]["train"]["num_examples"]), int(m["splits"]["eval"]["num_examples"]),
                              task=m["task"])
         self._readers = {}
+        for split in SPLITS:  # a shard cut short at a record boundary still reads: count them
+            count, expected = len(self._reader(split)), m["splits"][split]["num_examples"]
+            if count != expected:
+                raise ConfigError(f"{directory}'s {split} shards hold {count} records, its manifest says "
+                                  f"{expected}: prepare it again")
 
     def _paths(self, split):
         return [os.path.join(self.directory, name) for name in self.manifest["splits"][split]["files"]]
@@ -82,7 +128,11 @@ class ArrayRecordSource(DataSource):
     def _reader(self, split):
         from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
         if split not in self._readers:
-            self._readers[split] = array_record_data_source.ArrayRecordDataSource(self._paths(split))
+            try:
+                self._readers[split] = array_record_data_source.ArrayRecordDataSource(self._paths(split))
+            except Exception as e:  # pylint: disable=broad-except  (the reader's own wording, on one line)
+                raise ConfigError(f"{self.directory}: a {split} shard cannot be read ({str(e).splitlines()[0]}); "
+                                  "`python -m experiments.prepare --verify --workdir=DIR` names it") from None
         return self._readers[split]
 
     def _decode(self, records):
@@ -130,7 +180,7 @@ def write(directory, source, shards=4, description=None):
         "num_classes": source.info.num_classes, "input_scale": source.info.input_scale,
         "inputs": {"dtype": str(x.dtype), "shape": list(x.shape[1:])},
         "labels": {"dtype": str(y.dtype), "shape": list(y.shape[1:])},
-        "splits": {}, "sha256": {}, "source": description or {},
+        "splits": {}, "sha256": {}, "bytes": {}, "records": {}, "source": description or {},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     for split in SPLITS:
@@ -153,6 +203,8 @@ def write(directory, source, shards=4, description=None):
                 writer.close()
                 os.replace(tmp, path)
             manifest["sha256"][name] = _sha256(path)
+            manifest["bytes"][name] = os.path.getsize(path)
+            manifest["records"][name] = int(bounds[i + 1] - bounds[i])
             logging.info("prepare: %s %d/%d (%d examples)", split, i + 1, count, bounds[i + 1] - bounds[i])
         manifest["splits"][split] = {"num_examples": int(num), "files": files,
                                      "bytes": int(sum(os.path.getsize(os.path.join(directory, f)) for f in files))}
