@@ -6,6 +6,11 @@ The SavedModel takes raw inputs of the network's full shape (preprocessing is in
 network; only the batch dimension is free) and has a `serving_default` signature returning
 `logits` (and `probabilities` for classifiers). An export that differs from Keras by more than
 its bound raises ConfigError and leaves nothing at its path.
+
+A language model exported with its tokenizer (`tfscale.data.tokenizers`) also has a
+`serving_text` signature taking raw strings (`text_serving_function`); loading a SavedModel
+with a SentencePiece tokenizer needs `import tensorflow_text` first (it registers the op;
+`load_saved_model` does it).
 """
 import contextlib
 import os
@@ -39,6 +44,61 @@ def serving_function(network, classifier=True):
         return outputs
 
     return serve
+
+
+def text_serving_function(network, tokenizer):
+    """`serving_text(text: tf.string [batch])`: the next-token logits after each text.
+
+    Each text is taken as the start of a document, as in the corpus: the tokenizer's separator,
+    then the text's tokens (`tf_tokenize`, in the graph), of which the last `seq_len` are kept
+    (the separator and the start go first when the text is longer), padded at the end with the
+    separator (the model is causal: padding after a position does not change its logits).
+    Outputs: `logits` [batch, vocab] (float32) at the last kept position, `tokens`
+    [batch, seq_len] (the window the model saw; `text_windows` computes it in NumPy) and
+    `length` [batch] (how many of them are the text's).
+    """
+    seq_len = network.input_shape[1]
+    separator = tokenizer.separator_id
+    input_dtype = network.inputs[0].dtype
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve_text(text):
+        ids = tokenizer.tf_tokenize(text)
+        starts = tf.RaggedTensor.from_tensor(tf.fill([ids.nrows(), 1], tf.cast(separator, ids.dtype)))
+        window = tf.concat([starts, ids], axis=1)[:, -seq_len:]
+        length = tf.cast(window.row_lengths(), tf.int32)
+        tokens = window.to_tensor(default_value=separator, shape=[None, seq_len])
+        logits = tf.cast(network(tf.cast(tokens, input_dtype), training=False), tf.float32)
+        return {"logits": tf.gather(logits, length - 1, batch_dims=1), "tokens": tokens, "length": length}
+
+    return serve_text
+
+
+def text_windows(tokenizer, texts, seq_len):
+    """(tokens [n, seq_len], length [n]): what `serving_text` feeds the model, from `encode`."""
+    tokens = np.full([len(texts), seq_len], tokenizer.separator_id, np.int32)
+    lengths = np.zeros([len(texts)], np.int32)
+    for row, text in enumerate(texts):
+        ids = np.concatenate([[tokenizer.separator_id], tokenizer.encode(text)])[-seq_len:]
+        tokens[row, :len(ids)], lengths[row] = ids, len(ids)
+    return tokens, lengths
+
+
+def next_token_logits(network, tokenizer, texts, seq_len=None):
+    """The Keras network's `serving_text` logits for `texts`: the reference an export is checked by."""
+    tokens, lengths = text_windows(tokenizer, texts, seq_len or network.input_shape[1])
+    logits = network.predict(tokens, verbose=0)
+    return np.asarray(logits, np.float32)[np.arange(len(texts)), lengths - 1]
+
+
+def load_saved_model(path):
+    """`tf.saved_model.load(path)`, with tensorflow-text's ops registered first when it is
+    installed: an export with a SentencePiece `serving_text` cannot load without them."""
+    try:
+        import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        pass
+    return tf.saved_model.load(path)
 
 
 def compare(reference, candidate):
@@ -88,24 +148,59 @@ def _max_rel_diff(network):
     return SAVED_MODEL_MAX_REL_DIFF if network.compute_dtype == "float32" else HALF_MAX_REL_DIFF
 
 
-def save_saved_model(network, path, sample_inputs, classifier=True):
+def save_saved_model(network, path, sample_inputs, classifier=True, tokenizer=None):
     """Writes `network` as a SavedModel at `path` and checks it against Keras on `sample_inputs`.
 
     The model is written to a temporary folder next to `path`, loaded back with
     `tf.saved_model.load` and compared there; only then is it renamed into place.
-    Returns the comparison (`max_abs_diff`, `rel_diff`, `argmax_agreement`).
+    Returns the comparison (`max_abs_diff`, `rel_diff`, `argmax_agreement`). With a
+    `tokenizer` (language models), the SavedModel also has `serving_text`, checked on the
+    sample decoded to text; its comparison is under "serving_text".
     """
     io.remove_leftovers(path)  # one run owns its workdir: any such folder is from a dead export
     tmp = f"{path}.tmp-{os.getpid()}"
     io.makedirs(io.dirname(path))
     try:
-        network.save(tmp, save_format="tf", include_optimizer=False,
-                     signatures={"serving_default": serving_function(network, classifier)})
-        loaded = tf.saved_model.load(tmp).signatures["serving_default"]
+        signatures = {"serving_default": serving_function(network, classifier)}
+        if tokenizer is not None:
+            signatures["serving_text"] = text_serving_function(network, tokenizer)
+        with _tracking(network, tokenizer):
+            network.save(tmp, save_format="tf", include_optimizer=False, signatures=signatures)
+        loaded_model = load_saved_model(tmp)
+        loaded = loaded_model.signatures["serving_default"]
         sample_inputs = tf.cast(sample_inputs, loaded.structured_input_signature[1]["inputs"].dtype)
         check = verify(network, sample_inputs, lambda x: loaded(inputs=x)["logits"].numpy(),
                        f"SavedModel {path}", _max_rel_diff(network))
+        if tokenizer is not None:
+            check["serving_text"] = _verify_text(network, tokenizer, sample_inputs, loaded_model, path)
         io.replace_dir(tmp, path)
     finally:  # a failed or interrupted export leaves neither `path` nor the temporary folder
         io.rmtree(tmp)
+    return check
+
+
+@contextlib.contextmanager
+def _tracking(network, tokenizer):
+    """The tokenizer's in-graph part (a SentencePiece model resource) attached to `network`
+    while it is saved: a signature may only use resources the SavedModel holds."""
+    module = getattr(tokenizer, "tf_module", None)
+    if module is None:
+        yield
+        return
+    network.text_tokenizer = module
+    try:
+        yield
+    finally:
+        del network.text_tokenizer
+
+
+def _verify_text(network, tokenizer, sample_inputs, loaded_model, path):
+    """`serving_text` of the loaded export against Keras on the sample's windows as text."""
+    texts = [tokenizer.decode(row) for row in np.asarray(sample_inputs)]
+    serve = loaded_model.signatures["serving_text"]
+    with full_float32():
+        reference = next_token_logits(network, tokenizer, texts)
+        candidate = serve(text=tf.constant(texts, tf.string))["logits"].numpy()
+    check = compare(reference, candidate)
+    require(check, f"SavedModel {path} (serving_text)", _max_rel_diff(network))
     return check
