@@ -62,17 +62,20 @@ class Tokenizer:
         io.makedirs(directory)
         io.write_json(io.join(directory, SPEC_FILE), self.spec())
 
+    def encode_batch(self, texts):
+        """[`encode(t)` for t in texts], in one call where the tokenizer can."""
+        return [self.encode(t) for t in texts]
+
     def encode_documents(self, texts):
         """The ids of the texts, each followed by `separator_id`: one corpus stream."""
-        pieces = []
-        for text in texts:
-            pieces += [self.encode(text), np.array([self.separator_id], np.int32)]
+        separator = np.array([self.separator_id], np.int32)
+        pieces = [p for ids in self.encode_batch(list(texts)) for p in (ids, separator)]
         return np.concatenate(pieces) if pieces else np.zeros([0], np.int32)
 
     def bytes_per_token(self, texts):
         """UTF-8 bytes of `texts` per token they encode to: what one token is worth."""
         texts = [_as_bytes(t) for t in texts]
-        tokens = sum(len(self.encode(t)) for t in texts)
+        tokens = sum(len(ids) for ids in self.encode_batch(texts))
         return sum(len(t) for t in texts) / max(tokens, 1)
 
     def __repr__(self):
@@ -104,7 +107,13 @@ class ByteTokenizer(Tokenizer):
 
 
 class SentencePieceTokenizer(Tokenizer):
-    """A SentencePiece model, held as its serialized proto (`model_proto`)."""
+    """A SentencePiece model, held as its serialized proto (`model_proto`).
+
+    The `sentencepiece` package trains and decodes; ids always come from tensorflow-text's
+    op (`tf_module`), in Python as in the graph: the two libraries' SentencePiece versions
+    break ties between equally scored unigram segmentations (runs of spaces: 8 + 12 or 12 + 8)
+    differently, and the data and a serving signature must agree.
+    """
 
     kind = "sentencepiece"
 
@@ -161,15 +170,19 @@ class SentencePieceTokenizer(Tokenizer):
         return tokenizer
 
     def encode(self, text):
-        return np.asarray(self._sp.encode(_as_bytes(text)), np.int32)
+        return self.tf_module.tokenize(_as_bytes(text)).numpy()
+
+    def encode_batch(self, texts):
+        ids = self.tf_module.tokenize([_as_bytes(t) for t in texts])
+        return [row.numpy() for row in ids] if len(texts) else []
 
     def decode(self, ids):
         return self._sp.decode([int(i) for i in np.asarray(ids).reshape(-1)]).encode("utf-8")
 
     @property
     def tf_module(self):
-        """The `tensorflow_text.SentencepieceTokenizer` `tf_tokenize` runs: a SavedModel must
-        track it (it holds the model as a resource)."""
+        """The `tensorflow_text.SentencepieceTokenizer` that encodes: a SavedModel must track
+        it (it holds the model as a resource)."""
         if self._tf is None:
             import tensorflow as tf  # pylint: disable=import-outside-toplevel
             import tensorflow_text  # pylint: disable=import-outside-toplevel
