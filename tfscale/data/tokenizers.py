@@ -127,7 +127,8 @@ class SentencePieceTokenizer(Tokenizer):
         self.vocab_size = self._sp.get_piece_size()
         self.separator_id = self._sp.piece_to_id("<0x00>")
         if not proto.trainer_spec.byte_fallback or self._sp.id_to_piece(self.separator_id) != "<0x00>":
-            raise ConfigError("the SentencePiece model has no byte fallback (train it with `SentencePieceTokenizer.train`)")
+            raise ConfigError("the SentencePiece model has no byte fallback "
+                              "(train it with `SentencePieceTokenizer.train`)")
         self.sha256 = hashlib.sha256(self.model_proto).hexdigest()
         self._tf = None
 
@@ -250,7 +251,8 @@ def load(directory):
     else:
         raise ConfigError(f"tokenizer file {path} names an unknown kind {kind!r}")
     if not same(tokenizer.spec(), spec):
-        raise ConfigError(f"tokenizer file {path} does not describe its tokenizer: {spec} vs {tokenizer.spec()}")
+        raise ConfigError(f"tokenizer file {path} does not describe its tokenizer: "
+                          f"{spec} vs {tokenizer.spec()}")
     return tokenizer
 
 
