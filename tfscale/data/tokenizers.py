@@ -247,7 +247,8 @@ def load(directory):
         except ConfigError as e:
             raise ConfigError(f"tokenizer model {model_path}: {e}") from None
         except Exception as e:  # pylint: disable=broad-except
-            raise ConfigError(f"tokenizer model {model_path} is not a SentencePiece model ({type(e).__name__})") from None
+            raise ConfigError(f"tokenizer model {model_path} is not a SentencePiece model "
+                              f"({type(e).__name__})") from None
     else:
         raise ConfigError(f"tokenizer file {path} names an unknown kind {kind!r}")
     if not same(tokenizer.spec(), spec):
