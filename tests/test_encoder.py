@@ -5,6 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
 import tfscale
 from tfscale import ConfigError, data, models, trainer, warm_start
@@ -102,3 +103,45 @@ def test_init_from_a_folder_that_is_not_a_run_is_refused(tmp_path):
     config = ml_collections.ConfigDict({"model": {**ENCODER, "init_from": str(tmp_path)}})
     with pytest.raises(ConfigError, match="is not a tfscale run"):
         warm_start.check(config)
+
+
+def test_mean_pooling_reads_the_token_states_and_a_bad_pooling_is_refused():
+    network = classifier({**ENCODER, "pooling": "mean"})
+    assert "mean_tokens" in [l.name for l in network.layers] and "cls_state" not in [l.name for l in network.layers]
+    with pytest.raises(ConfigError, match="model.pooling must be one of cls, mean"):
+        classifier({**ENCODER, "pooling": "max"})
+
+
+def _sgd_updates(network, steps, x, y):
+    model = trainer.AccumulatingModel(network)
+    trainer.compile_model(model, keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    before = {v.name: v.numpy() for v in network.trainable_variables}
+    deltas = []
+    for _ in range(steps):
+        model.fit(x, y, batch_size=len(x), epochs=1, verbose=0, shuffle=False)
+        now = {v.name: v.numpy() for v in network.trainable_variables}
+        deltas.append({k: now[k] - before[k] for k in now})
+        before = now
+    return deltas
+
+
+def test_a_frozen_body_warmup_and_a_body_learning_rate_factor_scale_the_body_updates_only():
+    x = np.random.default_rng(0).integers(0, 256, (8, 32)).astype(np.int32)
+    y = np.arange(8) % 3
+    keras.utils.set_random_seed(0)
+    plain = _sgd_updates(classifier(ENCODER), 1, x, y)[0]
+    keras.utils.set_random_seed(0)
+    network = classifier({**ENCODER, "body_learning_rate": 0.25, "frozen_body_steps": 2})
+    body = {v.name for v in network.update_scale.variables(network)}
+    head = {v.name for l in ("pooler", "logits") for v in network.get_layer(l).trainable_variables}
+    assert body and head and not body & head and len(body | head) == len(network.trainable_variables)
+    deltas = _sgd_updates(network, 3, x, y)
+    for step in (0, 1):  # frozen: the body stays as it started, the head learns
+        assert all(not deltas[step][k].any() for k in body) and all(deltas[step][k].any() for k in head)
+    np.testing.assert_allclose(deltas[0]["logits/kernel:0"], plain["logits/kernel:0"], rtol=1e-5, atol=1e-7)
+    assert all(deltas[2][k].any() for k in body)
+    # not frozen: the same first gradient as the plain run, the body moved a quarter as far
+    keras.utils.set_random_seed(0)
+    quarter = _sgd_updates(classifier({**ENCODER, "body_learning_rate": 0.25}), 1, x, y)[0]
+    for k in body:
+        np.testing.assert_allclose(quarter[k], 0.25 * plain[k], rtol=1e-4, atol=5e-7)  # float32 w_new - w_old

@@ -27,13 +27,39 @@ Divergence: an update whose loss or aggregated gradients are not finite is not a
 is any later one, and `diverged_at` records its number (`diverged_step()`). Under dynamic loss
 scaling this holds only once the scale is down to 1; above it, skipping and lowering the scale
 is the optimizer's normal response to float16 overflow.
+
+A network may carry `update_scale` (an `UpdateScale`, set by its builder, e.g. a fine-tuned
+encoder's body): the update of those variables is multiplied by a factor, 0 for the first
+`frozen_steps` updates. Applied after the optimizer's step as w_old + factor * (w_new - w_old),
+which for SGD, Adam and AdamW (decoupled decay included) is exactly a learning rate times the
+factor for those variables; their optimizer moments keep accumulating while frozen.
 """
 import tensorflow as tf
 import tf_keras as keras
 
 from tfscale import precision
+from tfscale.errors import ConfigError
 
 IGNORED = -1  # a target that counts for nothing: the unmasked positions of masked-LM data
+
+
+class UpdateScale:
+    """The learning-rate factor of some of a network's layers: `factor` times the optimizer's,
+    and 0 (frozen) for the first `frozen_steps` updates."""
+
+    def __init__(self, layer_names, factor=1.0, frozen_steps=0):
+        self.layer_names, self.factor, self.frozen_steps = tuple(layer_names), float(factor), int(frozen_steps)
+
+    def active(self):
+        return self.factor != 1.0 or self.frozen_steps > 0
+
+    def variables(self, network):
+        """The trainable variables of the scaled layers."""
+        return [v for name in self.layer_names for v in network.get_layer(name).trainable_variables]
+
+    def at(self, step):
+        """The factor at optimizer update `step` (0-based), a float32 tensor."""
+        return tf.where(tf.cast(step, tf.int64) < self.frozen_steps, 0.0, self.factor)
 
 
 def masked_lm_loss(y_true, y_pred):
@@ -267,8 +293,18 @@ class AccumulatingModel(keras.Model):
         self.diverged_at.assign(tf.where(diverges & (self.diverged_at < 0),
                                          self.optimizer.iterations + 1, self.diverged_at))
 
+        scale = getattr(self.network, "update_scale", None)
+        scaled = scale.variables(self.network) if scale is not None and scale.active() else []
+        if scaled and tf.distribute.get_replica_context().num_replicas_in_sync > 1:
+            raise ConfigError("a network's update_scale (the encoder's body_learning_rate, frozen_body_steps) "
+                              "trains on one replica only")
+
         def apply(grads):
+            factor = scale.at(self.optimizer.iterations) if scaled else None
+            before = [tf.identity(v) for v in scaled]
             self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+            for v, old in zip(scaled, before):
+                v.assign(old + tf.cast(factor, v.dtype) * (v - old))
 
         _on_every_replica_unless(self.diverged_at >= 0, apply, grads)
 

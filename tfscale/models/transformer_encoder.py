@@ -2,16 +2,23 @@
 classification.
 
 The decoder's embeddings and blocks without the causal mask. A learned [CLS] token (id
-`vocab_size - 1`) is put in front of every input; its final state is the pooled output. On
+`vocab_size - 1`) is put in front of every input; its final state is the pooled output (or, with
+`pooling="mean"`, the mean of the token states: masked-LM pretraining trains every token state
+and never the [CLS] one, so their mean is what the pretrained body has learnt to fill). On
 masked-LM data (`data.mask_rate`, task `masked_lm`) the head is the token table itself (tied
 logits over the vocabulary at every input position); on classification data a dense layer on the
 pooled output. Both share every other weight by name, so a pretrained run's body loads into a
 classifier (`model.init_from`). Inputs: token ids [batch, seq_len] (bytes 0..255 and the mask,
 256); `vocab_size` 258 = bytes + mask + [CLS].
+
+Fine-tuning knobs: `body_learning_rate` (a factor of the optimizer's learning rate for every
+layer but the head, `pooler` and `logits`) and `frozen_body_steps` (the body stays as loaded for
+the first updates, while the fresh head settles): `trainer.UpdateScale`.
 """
 import tensorflow as tf
 import tf_keras as keras
 
+from tfscale import trainer
 from tfscale.errors import ConfigError
 from tfscale.models import transformer_lm
 
@@ -47,9 +54,25 @@ class Positions(keras.layers.Layer):
         return {**super().get_config(), "start": self.start, "stop": self.stop}
 
 
+POOLING = ("cls", "mean")
+HEAD = ("pooler", "logits")
+
+
+class MeanTokens(keras.layers.Layer):
+    """The mean over the token states (every position after [CLS]): [b, T + 1, d] -> [b, d]."""
+
+    def call(self, x):
+        return tf.reduce_mean(x[:, 1:], axis=1)
+
+
 def build(info, num_layers=2, d_model=128, num_heads=4, d_ff=512, seq_len=128, dropout=0.0,
-          vocab_size=BYTES_MASK_CLS):
+          vocab_size=BYTES_MASK_CLS, pooling="cls", body_learning_rate=1.0, frozen_body_steps=0):
     transformer_lm.check_shape(info, num_layers, d_model, num_heads, d_ff, seq_len, dropout)
+    if pooling not in POOLING:
+        raise ConfigError(f"model.pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
+    if body_learning_rate < 0 or frozen_body_steps < 0:
+        raise ConfigError(f"model.body_learning_rate ({body_learning_rate}) and model.frozen_body_steps "
+                          f"({frozen_body_steps}) must be >= 0")
     masked_lm = info.task == "masked_lm"
     if masked_lm and info.num_classes + 2 > vocab_size:
         raise ConfigError(f"model.vocab_size {vocab_size} leaves no room for the data's {info.num_classes} "
@@ -63,8 +86,12 @@ def build(info, num_layers=2, d_model=128, num_heads=4, d_ff=512, seq_len=128, d
     if masked_lm:
         logits = embedding(Positions(1, name="token_states")(x), logits=True)
     else:
-        pooled = Positions(0, 1, name="cls_state")(x)
+        pooled = (Positions(0, 1, name="cls_state") if pooling == "cls" else MeanTokens(name="mean_tokens"))(x)
         pooled = keras.layers.Dense(d_model, activation="tanh", name="pooler")(pooled)
         logits = keras.layers.Dense(info.num_classes, dtype="float32", name="logits")(
             keras.layers.Dropout(dropout)(pooled))
-    return keras.Model(tokens, logits, name="transformer_encoder")
+    network = keras.Model(tokens, logits, name="transformer_encoder")
+    if not masked_lm:
+        body = [layer.name for layer in network.layers if layer.trainable_weights and layer.name not in HEAD]
+        network.update_scale = trainer.UpdateScale(body, body_learning_rate, frozen_body_steps)
+    return network
