@@ -104,14 +104,15 @@ class _ConfigFileParser(flags.ArgumentParser):
         return "config object"
 
 
-def define_config_and_workdir(example, workdir_help):
-    """The --config (a locked ml_collections config file) and --workdir flags of a training script."""
+def define_config_and_workdir(example, workdir_help, config_required=True):
+    """The --config (a locked ml_collections config file, `--config.KEY=VALUE` overrides) and
+    --workdir flags of a training script."""
     from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
 
     config_flags.DEFINE_config_file("config", None, f"Config file, e.g. {example}.", lock_config=True)
     flags.FLAGS["config"].parser = _ConfigFileParser()
     flags.DEFINE_string("workdir", None, workdir_help)
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(["config", "workdir"] if config_required else ["workdir"])
 
 
 def run(main):

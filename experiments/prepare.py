@@ -1,12 +1,20 @@
-r"""Writes a config's data set as ArrayRecord shards that runs stream by index.
+r"""Writes data as ArrayRecord shards that runs stream by index, from a config's data set or from a
+directory tree of text files.
 
-  python -m experiments.prepare --config=experiments/configs/lm.py --workdir=/data/pycode_128 \
-      [--shards=16]
+  # a config's own data set (text: windows of its model.seq_len):
+  python -m experiments.prepare --config=experiments/configs/lm.py --workdir=/data/pycode_128
+  # any tree of text files (here the installed packages' .py files, test folders left out):
+  python -m experiments.prepare --files=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+      --workdir=/data/site_packages --seq_len=128 [--tokenizer=sentencepiece --vocab_size=4096]
+  # check a prepared folder byte for byte against its manifest:
+  python -m experiments.prepare --verify --workdir=/data/site_packages
 
-Both splits, exactly as the config's own data set gives them (text: windows of the config's
-`model.seq_len`), with `manifest.json` (counts, bytes, dtypes, shapes, SHA-256 per shard, the
-data config it came from). Re-running the command keeps complete shards. Train from it with
-`--config.data.name=array_record --config.data.path=/data/pycode_128`.
+Files are deduplicated and split by file (`tfscale/data/corpus.py`: no 64-byte span of the
+held-out text occurs in training), tokenized (bytes, or a SentencePiece model trained on the
+training files and stored with the shards), and cut into windows of seq_len + 1 tokens.
+`manifest.json` records counts, bytes, dtypes, the tokenizer, the split rule and a SHA-256 per
+shard. Re-running the same command keeps complete shards. Train from it with
+`--config.data.name=array_record --config.data.path=DIR`.
 """
 import json
 
@@ -14,30 +22,49 @@ from absl import flags
 
 from experiments import cli
 
-cli.define_config_and_workdir("experiments/configs/digits_mlp.py[:tiny]", "Folder to write the shards and manifest to.")
+cli.define_config_and_workdir("experiments/configs/lm.py[:tiny], whose data set to write",
+                              "Folder to write the shards and manifest to.", config_required=False)
+flags.DEFINE_string("files", None, "A directory tree of text files to prepare instead of a config's data set.")
 flags.DEFINE_integer("shards", 4, "Shards per split (more lets many hosts read in parallel).")
 flags.DEFINE_bool("verify", False, "Only check the folder: every shard's SHA-256 and record count against its manifest.")
+flags.DEFINE_integer("seq_len", 128, "--files: the model context; windows hold seq_len + 1 tokens.")
+flags.DEFINE_enum("tokenizer", "bytes", ["bytes", "sentencepiece"], "--files: the tokenizer.")
+flags.DEFINE_integer("vocab_size", 4096, "--files with --tokenizer=sentencepiece: pieces in the model.")
+flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe"], "--files with --tokenizer=sentencepiece: the algorithm.")
+flags.DEFINE_float("validation_share", 0.05, "--files: share of the bytes held out (whole near-duplicate groups).")
+flags.DEFINE_list("suffixes", [".py"], "--files: file name endings to read.")
+flags.DEFINE_list("skip_folders", ["__pycache__", "idle_test", "test", "testing", "tests"],
+                  "--files: folder names not entered.")
 
 
 def main():
     from tfscale import data  # pylint: disable=import-outside-toplevel
-    from tfscale.data import array_record  # pylint: disable=import-outside-toplevel
+    from tfscale.data import array_record, prepare_corpus  # pylint: disable=import-outside-toplevel
     from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
-    config, out = flags.FLAGS.config, flags.FLAGS.workdir
-    if flags.FLAGS.verify:
+    f, out = flags.FLAGS, flags.FLAGS.workdir
+    if f.verify:
         print(f"{out}: {array_record.verify(out)} shards match their manifest")
         return
-    if flags.FLAGS.shards < 1:
-        raise ConfigError(f"--shards must be >= 1, got {flags.FLAGS.shards}")
-    if config.data.name == "array_record":
-        raise ConfigError("the config's data is already an ArrayRecord folder (data.path)")
-    data.check_name(config.data)
-    source = data.load(config.data, config.model.get("seq_len"))
-    manifest = array_record.write(out, source, flags.FLAGS.shards,
-                                  description={"data": json.loads(config.data.to_json()),
-                                               "seq_len": config.model.get("seq_len")})
-    print(json.dumps({k: manifest[k] for k in ("name", "task", "inputs", "labels", "splits")}, indent=2))
+    if f.shards < 1:
+        raise ConfigError(f"--shards must be >= 1, got {f.shards}")
+    if bool(f.config) == bool(f.files):
+        raise ConfigError("give one of --config (a config's data set) or --files (a directory of text files)")
+    if f.files:
+        manifest = prepare_corpus.prepare(f.files, out, f.seq_len, f.tokenizer, f.vocab_size, f.model_type,
+                                          f.validation_share, f.shards, tuple(f.suffixes), tuple(f.skip_folders))
+        keys = ("name", "task", "tokenizer", "counts", "bytes_per_token", "splits")
+    else:
+        config = f.config
+        if config.data.name == "array_record":
+            raise ConfigError("the config's data is already an ArrayRecord folder (data.path)")
+        data.check_name(config.data)
+        source = data.load(config.data, config.model.get("seq_len"))
+        manifest = array_record.write(out, source, f.shards,
+                                      description={"data": json.loads(config.data.to_json()),
+                                                   "seq_len": config.model.get("seq_len")})
+        keys = ("name", "task", "inputs", "labels", "splits")
+    print(json.dumps({k: manifest[k] for k in keys}, indent=2))
 
 
 if __name__ == "__main__":

@@ -252,14 +252,13 @@ def _write_scalars(scalars, logdir, step, image=None):
 def load_serving(path):
     """The `serving_default` signature of the SavedModel at `path`; a one-line ConfigError if
     the export is missing, incomplete or unreadable."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tfscale import io  # pylint: disable=import-outside-toplevel
+    from tfscale import export, io  # pylint: disable=import-outside-toplevel
     from tfscale.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
     if not io.gfile.isdir(path):
         raise ConfigError(f"no exported model at {path}; train the run with export.saved_model=True")
     try:
-        return tf.saved_model.load(path).signatures["serving_default"]
+        return export.load_saved_model(path).signatures["serving_default"]  # text ops registered first
     except Exception as e:  # pylint: disable=broad-except  (a missing file: OSError, OpError, ...)
         lines = str(e).strip().splitlines() or [type(e).__name__]
         raise ConfigError(f"the exported model at {path} cannot be loaded (files missing or "

@@ -70,6 +70,8 @@ class Run:
         self.data = data.load(config.data, config.model.get("seq_len"), config.seed)
         data.check_batch_size(self.data.info.num_train, config.train.batch_size)
         workdir_lib.check(workdir, config)
+        self.tokenizer = self.data.tokenizer()
+        workdir_lib.check_tokenizer(workdir, self.tokenizer)
         branch.check(config, workdir)  # train.init_from, before the workdir is written
         warm_start.check(config)  # model.init_from too
         self.chief = _is_chief(self.strategy)
@@ -89,6 +91,7 @@ class Run:
             self.own_dir = workdir if self.chief else tempfile.mkdtemp(
                 prefix=f"tfscale-worker{self.strategy.cluster_resolver.task_id}-")
             workdir_lib.prepare(self.own_dir, self.config)
+            workdir_lib.save_tokenizer(self.own_dir, self.tokenizer)
             self.stopping = periodic_eval.StoppingState()
             self.manager = checkpoint.manager_for(self.own_dir, self.network, self.optimizer,
                                                   self.config.checkpoint.keep,
@@ -249,7 +252,8 @@ class Run:
         """
         path = io.join(self.own_dir, "export", "saved_model")
         sample = self.data.sample(self.config.eval.batch_size)
-        check = export.save_saved_model(self.network, path, sample, self.classifier)
+        tokenizer = self.tokenizer if self.data.task == "lm" else None  # raw strings in, next-token logits out
+        check = export.save_saved_model(self.network, path, sample, self.classifier, tokenizer=tokenizer)
         logging.info("exported %s (max abs diff vs Keras %.2g)", path, check["max_abs_diff"])
         return check
 
@@ -309,7 +313,7 @@ def _train(run, extra_callbacks, t0):
             flops_per_token=card.flops_per_token(),
             flops_per_token_kaplan=card.flops_per_token("non_embedding"),
             num_tokens=summary["examples_seen"] * card.tokens_per_example,
-            bits_per_byte=summary["eval_loss"] / math.log(2))
+            bits_per_byte=summary["eval_loss"] / math.log(2) / run.data.info.bytes_per_token)
     if "accuracy" in results:
         summary["eval_accuracy"] = float(results["accuracy"])
         summary["train_accuracy"] = logger.last_logs.get("accuracy", previous.get("train_accuracy"))

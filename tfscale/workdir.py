@@ -85,6 +85,30 @@ def read_config_json(workdir):
     return saved
 
 
+TOKENIZER_DIR = "tokenizer"
+
+
+def check_tokenizer(workdir, tokenizer):
+    """A resumed run's data must be cut with the tokenizer it started with: the one saved in
+    its workdir (`save_tokenizer`). Raises ConfigError naming the file; writes nothing."""
+    from tfscale.data import tokenizers  # pylint: disable=import-outside-toplevel
+    path = io.join(workdir, TOKENIZER_DIR, tokenizers.SPEC_FILE)
+    if not io.exists(path):
+        return
+    saved = io.read_json(path)
+    if tokenizer is None or not tokenizers.same(saved, tokenizer.spec()):
+        now = "no tokenizer" if tokenizer is None else f"a {tokenizer.spec()['kind']} tokenizer that differs"
+        raise ConfigError(f"{path} is not the data's tokenizer (the data now has {now}): the run "
+                          "started on other data; use a new workdir or the data it was trained on")
+
+
+def save_tokenizer(workdir, tokenizer):
+    """Keeps the run's tokenizer in `workdir/tokenizer` (first run only)."""
+    from tfscale.data import tokenizers  # pylint: disable=import-outside-toplevel
+    if tokenizer is not None and not io.exists(io.join(workdir, TOKENIZER_DIR, tokenizers.SPEC_FILE)):
+        tokenizer.save(io.join(workdir, TOKENIZER_DIR))
+
+
 def prepare(workdir, config):
     """Creates the workdir and records the config (first run only)."""
     io.makedirs(workdir)

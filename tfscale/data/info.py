@@ -14,6 +14,7 @@ class DataInfo:
     num_train: int
     num_eval: int
     task: str = "classifier"  # "classifier" (one label per example) | "lm" (a target per position)
+    bytes_per_token: float = 1.0  # lm: held-out text bytes per token, so losses convert to bits per byte
 
 
 def tfds_data_dir(data_config):

@@ -10,78 +10,32 @@ validation piece) is followed by a NUL separator; each split's stream is cut int
 `EXAMPLE_BYTES` bytes (the remainder is dropped). Vocabulary: the 256 byte values. Nothing is
 downloaded: it is prepared offline on first use.
 """
-import hashlib
-import os
 import sysconfig
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfscale.data import dedup
+from tfscale.data import corpus, dedup
 
 EXAMPLE_BYTES = 1024
 VALIDATION_SHARE = 0.05
-NEAR_DUPLICATE_SHARE = 0.5  # of the smaller file's windows found in the other
-MIN_PIECE = 128  # validation leftovers shorter than this are dropped
 SKIPPED_FOLDERS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 
 
 def source_files(stdlib=None):
     """The standard library's .py files, sorted, without third-party packages and test suites."""
-    stdlib = stdlib or sysconfig.get_paths()["stdlib"]
-    found = []
-    for folder, subfolders, files in os.walk(stdlib):
-        subfolders[:] = sorted(d for d in subfolders if d not in SKIPPED_FOLDERS)
-        found += [os.path.join(folder, f) for f in files if f.endswith(".py")]
-    return sorted(found, key=lambda p: os.path.relpath(p, stdlib))
-
-
-def _stable_rank(name):
-    return hashlib.blake2b(name.encode(), digest_size=8).digest()
-
-
-def _split(files):
-    """(kept paths, their bytes, in-validation mask): see `split_files`."""
-    root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
-    unique = {}
-    for path in files:
-        with open(path, "rb") as f:
-            text = f.read()
-        unique.setdefault(hashlib.blake2b(text).digest(), (path, text))  # the first, in order
-    kept, texts = zip(*unique.values())
-    labels, shared = dedup.near_duplicate_groups(texts, NEAR_DUPLICATE_SHARE)
-    sizes = np.array([len(t) for t in texts], np.float64)
-    group_bytes, clean = np.bincount(labels, sizes), np.bincount(labels, sizes * (1 - shared))
-    budget = VALIDATION_SHARE * sizes.sum()
-    first = {g: os.path.relpath(kept[i], root) for i, g in reversed(list(enumerate(labels)))}
-    validation, used = [], 0.0
-    for group in sorted(first, key=lambda g: _stable_rank(first[g])):
-        if used + clean[group] <= budget and group_bytes[group] <= budget / 4:
-            validation.append(group)
-            used += clean[group]
-    return list(kept), list(texts), np.isin(labels, validation)
+    return corpus.find_files(stdlib or sysconfig.get_paths()["stdlib"], skip_folders=SKIPPED_FOLDERS)
 
 
 def split_files(files):
-    """{"train", "validation"}: the files without exact duplicates, near-duplicate groups whole.
-
-    Groups are taken in an order fixed by their first file's relative path; one joins
-    validation while its bytes not shared with other groups fit the budget, and none takes
-    more than a quarter of it, so validation is many unrelated files, not one large table.
-    """
-    kept, _, validation = _split(files)
-    return {"train": [p for p, v in zip(kept, validation) if not v],
-            "validation": [p for p, v in zip(kept, validation) if v]}
+    """{"train", "validation"}: the files without exact duplicates, near-duplicate groups whole
+    (`corpus.validation_mask`)."""
+    return corpus.split_files(files, VALIDATION_SHARE)
 
 
 def split_streams(files):
     """{"train", "validation"}: the byte streams to store, before cutting into examples."""
-    _, texts, validation = _split(files)
-    train = dedup.stream([t for t, v in zip(texts, validation) if not v])
-    reference = dedup.window_hashes(train)
-    reference.sort()
-    pieces = dedup.cut_shared([t for t, v in zip(texts, validation) if v], reference, MIN_PIECE)
-    return {"train": train, "validation": dedup.stream(pieces)}
+    return corpus.split_streams(files, VALIDATION_SHARE)
 
 
 def to_examples(stream):

@@ -57,6 +57,11 @@ class DataSource:
         """(inputs, labels) numpy arrays of the examples at `indices` of `split`."""
         raise NotImplementedError
 
+    def tokenizer(self):
+        """The `tokenizers.Tokenizer` text data was cut with (None for other data): stored in the
+        run's workdir and in its export, which then takes raw strings."""
+        return None
+
     def _make_gather(self):
         raise NotImplementedError
 
@@ -64,8 +69,12 @@ class DataSource:
 class InMemorySource(DataSource):
     """Both splits as (inputs, labels) numpy arrays: the embedded and small tfds data sets."""
 
-    def __init__(self, info, train, eval):  # pylint: disable=redefined-builtin
+    def __init__(self, info, train, eval, tokenizer=None):  # pylint: disable=redefined-builtin
         self.info, self.train, self.eval = info, tuple(train), tuple(eval)
+        self._tokenizer = tokenizer
+
+    def tokenizer(self):
+        return self._tokenizer
 
     def _make_gather(self):
         return batches.array_gather(self.train)

@@ -29,4 +29,5 @@ def load(builder, seq_len, train_split="train", eval_split="validation"):
         return tfds.as_numpy(builder.as_dataset(split=name, batch_size=-1))["bytes"]
     train, evaluation = windows(split(train_split), seq_len), windows(split(eval_split), seq_len)
     info = DataInfo(builder.name, (seq_len,), VOCAB_SIZE, 1.0, len(train[0]), len(evaluation[0]), task="lm")
-    return InMemorySource(info, train, evaluation)
+    from tfscale.data import tokenizers  # pylint: disable=import-outside-toplevel
+    return InMemorySource(info, train, evaluation, tokenizer=tokenizers.ByteTokenizer())

@@ -1,0 +1,114 @@
+"""A directory tree of text files as language-model shards: split, tokenized, windowed, resumable.
+
+  files -> `corpus.split_documents` (duplicates out, split by file, shared spans cut) ->
+  tokenizer (bytes, or a SentencePiece model trained on the training documents) -> each split's
+  documents joined with the tokenizer's separator -> windows of seq_len + 1 tokens ->
+  `array_record.write_windows` (manifest: counts, bytes, tokenizer, split rule, checksums).
+
+Re-running the same command keeps complete shards and rewrites the rest: every step before the
+shards is a pure function of the files and the flags, so the shards come out the same.
+"""
+import hashlib
+import json
+import os
+import time
+
+from absl import logging
+import numpy as np
+
+from tfscale.data import array_record, corpus
+from tfscale.errors import ConfigError
+
+SETTINGS = "prepare.json"  # what a folder was prepared with; a re-run must ask for the same
+
+
+def file_list_digest(files, root):
+    """SHA-256 over the relative paths and sizes of the input files: what the manifest records
+    of where the corpus came from (cheap; the shard checksums cover the content)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{os.path.relpath(path, root)}\0{os.path.getsize(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _check_settings(out, settings):
+    path = os.path.join(out, SETTINGS)
+    if os.path.exists(path):
+        with open(path) as f:
+            before = json.load(f)
+        if before != settings:
+            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+            raise ConfigError(f"{out} was prepared with other settings ({', '.join(changed)} differ): "
+                              "prepare into a new folder, or delete it")
+    else:
+        os.makedirs(out, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(settings, f, indent=2)
+
+
+def make_tokenizer(kind, out, train_documents, vocab_size, model_type, seed=0):
+    """The byte tokenizer, or a SentencePiece model trained on the training documents (never on
+    held-out text) and saved in `out`; a re-run loads the saved model rather than train again."""
+    from tfscale.data import tokenizers  # pylint: disable=import-outside-toplevel
+    if kind == "bytes":
+        return tokenizers.ByteTokenizer()
+    if kind != "sentencepiece":
+        raise ConfigError(f"--tokenizer must be bytes or sentencepiece, got {kind!r}")
+    if os.path.exists(os.path.join(out, "tokenizer.json")):
+        return tokenizers.load(out)
+    t0 = time.time()
+    tokenizer = tokenizers.SentencePieceTokenizer.train(train_documents, vocab_size, model_type=model_type,
+                                                        directory=out, seed=seed)
+    logging.info("prepare: trained a %s SentencePiece model of %d pieces in %.0f s", model_type, vocab_size,
+                 time.time() - t0)
+    return tokenizer
+
+
+def prepare(root, out, seq_len=128, tokenizer="bytes", vocab_size=4096, model_type="unigram",
+            validation_share=0.05, shards=8, suffixes=(".py",), skip_folders=tuple(sorted(corpus.TEST_FOLDERS)),
+            name=None):
+    """Prepares `root`'s files into `out`; returns the manifest."""
+    from tqdm import auto as tqdm  # pylint: disable=import-outside-toplevel
+    if not os.path.isdir(root):
+        raise ConfigError(f"--files {root} is not a directory")
+    require_positive = {"seq_len": seq_len, "shards": shards, "vocab_size": vocab_size}
+    for key, value in require_positive.items():
+        if value < 1:
+            raise ConfigError(f"--{key} must be >= 1, got {value}")
+    if not 0 < validation_share < 0.5:
+        raise ConfigError(f"--validation_share must be in (0, 0.5), got {validation_share}")
+    files = corpus.find_files(root, suffixes, set(skip_folders))
+    if len(files) < 2:
+        raise ConfigError(f"--files {root} holds {len(files)} files ending in {', '.join(suffixes)}: "
+                          "a corpus needs at least two to split")
+    settings = {"root": os.path.abspath(root), "files": file_list_digest(files, root), "seq_len": seq_len,
+                "tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer != "bytes" else 256,
+                "model_type": model_type if tokenizer != "bytes" else None, "validation_share": validation_share,
+                "shards": shards, "suffixes": list(suffixes), "skip_folders": sorted(skip_folders)}
+    _check_settings(out, settings)
+    t0 = time.time()
+    logging.info("prepare: %d files under %s; deduplicating and splitting by file", len(files), root)
+    docs = corpus.split_documents(files, validation_share)
+    logging.info("prepare: %d training and %d held-out documents (%.1f and %.1f MB) in %.0f s", len(docs["train"]),
+                 len(docs["validation"]), sum(map(len, docs["train"])) / 1e6,
+                 sum(map(len, docs["validation"])) / 1e6, time.time() - t0)
+    tok = make_tokenizer(tokenizer, out, docs["train"], vocab_size, model_type)
+    tokens = {"train": tok.encode_documents(docs["train"]), "eval": tok.encode_documents(docs["validation"])}
+    counts = {split: {"documents": len(d), "bytes": int(sum(len(x) + 1 for x in d)), "tokens": int(len(tokens[s]))}
+              for split, s, d in (("train", "train", docs["train"]), ("eval", "eval", docs["validation"]))}
+    total_shards = max(1, min(shards, len(tokens["train"]) // (seq_len + 1))) + \
+        max(1, min(shards, len(tokens["eval"]) // (seq_len + 1)))
+    with tqdm.tqdm(total=total_shards, desc="shards", unit="shard", disable=None) as bar:
+        manifest = array_record.write_windows(
+            out, tokens, tok.vocab_size, seq_len, shards, name=name or os.path.basename(os.path.normpath(root)),
+            description={"files": settings["files"], "root": settings["root"], "num_files": len(files),
+                         "suffixes": list(suffixes), "skip_folders": sorted(skip_folders)},
+            progress=bar, tokenizer=tok.spec(), counts=counts,
+            bytes_per_token=counts["eval"]["bytes"] / max(counts["eval"]["tokens"], 1),
+            split_rule={"by": "file", "validation_share": validation_share,
+                        "near_duplicate_share": corpus.NEAR_DUPLICATE_SHARE, "shared_span_bytes": 64,
+                        "min_piece": corpus.MIN_PIECE})
+    if tokenizer == "bytes":
+        tok.save(out)
+    logging.info("prepare: %s written in %.0f s", out, time.time() - t0)
+    return manifest
