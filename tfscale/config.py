@@ -21,10 +21,12 @@ def defaults():
     c.deterministic = False  # tf.config.experimental.enable_op_determinism()
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # digits | pycode | synthetic | array_record | any tfds name | package.module:function
+    c.data.name = "digits"  # digits | pycode | site_packages | synthetic | array_record | any tfds name | package.module:function
     c.data.data_dir = ""  # tfds data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.data.mask_rate = 0.0  # > 0: masked-LM data (BERT: 0.15) from a token data set; loss masked_lm
-    c.data.path = ""  # array_record: the folder `experiments.prepare` wrote (streamed, never loaded whole)
+    c.data.path = ""  # array_record: the folder `experiments.prepare` wrote; tfrecord: a glob of training files
+    c.data.eval_path = ""  # tfrecord: a glob of held-out files
+    c.data.shuffle_buffer = 10_000  # tfrecord: records in the seeded shuffle buffer of each input pipeline
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.input_key = ""  # tfds feature names; "" = the data set's supervised keys

@@ -6,7 +6,8 @@ import numpy as np
 
 from tfscale import importing
 from tfscale.errors import ConfigError
-from tfscale.data import array_record, digits, masking, pycode, pycode_package, synthetic, text, tfds_source
+from tfscale.data import (array_record, digits, masking, pycode, pycode_package, site_packages, synthetic, text,
+                          tfds_source, tfrecord)
 from tfscale.data.info import DataInfo, tfds_data_dir
 from tfscale.data.batches import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
 from tfscale.data.source import DataSource, InMemorySource
@@ -18,6 +19,8 @@ DATASETS = {
     "synthetic": lambda c, _: synthetic.load(c),
     "pycode_package": lambda c, _: _tokens(tfds_source.load(c, builder_cls=pycode_package.PycodePackage, input_scale=1.0)),
     "array_record": lambda c, _: array_record.ArrayRecordSource(c.path),
+    "site_packages": lambda c, seq_len: site_packages.load(c, seq_len or 128),
+    "tfrecord": lambda c, _: tfrecord.TFRecordSource(c),
 }
 
 
@@ -37,6 +40,10 @@ def check_name(data_config):
         if not data_config.get("path"):
             raise ConfigError("data.name array_record needs data.path: the folder experiments.prepare wrote")
         array_record.read_manifest(data_config.path)
+    elif data_config.name == "tfrecord":
+        for key in ("path", "eval_path"):
+            if not data_config.get(key):
+                raise ConfigError(f"data.name tfrecord needs data.{key}: a glob of TFRecord files")
     elif data_config.name not in DATASETS:
         tfds_source.builder_for(data_config)
 
