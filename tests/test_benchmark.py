@@ -8,7 +8,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {"trainer_vs_fit", "accum8_vs_accum1", "memory_accum_vs_plain_b", "mfu", "mfu_jit", "raw",
-        "device", "precision", "sweep_pool_vs_serial"}
+        "device", "precision", "sweep_pool_vs_serial", "input_pipeline_vs_trainer", "rss_large_vs_pycode"}
 
 
 def test_benchmark_writes_json_and_table(tmp_path):
@@ -20,14 +20,18 @@ def test_benchmark_writes_json_and_table(tmp_path):
         result = json.load(f)
     assert KEYS <= set(result)
     for key in ("trainer_vs_fit", "accum8_vs_accum1", "memory_accum_vs_plain_b", "mfu", "mfu_jit",
-                "sweep_pool_vs_serial"):
+                "sweep_pool_vs_serial", "input_pipeline_vs_trainer", "rss_large_vs_pycode"):
         assert result[key] > 0, key
     sweep = result["raw"]["sweep"]  # the same planned FLOPs, timed with a pool and in one process
     assert sweep["workers"] == 2 and sweep["runs"] == 2 and sweep["pool"]["cpu_seconds"] > 0 and sweep["pool"]["seconds"] > 0
     assert sweep["serial"]["flops_per_sec"] * sweep["serial"]["seconds"] == pytest.approx(sweep["planned_flops"])
     rates = result["raw"]["trainer_vs_fit"]
     assert len(rates["tfscale"]) == len(rates["keras_fit"]) == result["raw"]["setting"]["repeats"]
-    assert (tmp_path / "benchmark.md").read_text().count("\n|") >= 7 and "| sweep FLOP/s" in proc.stdout
+    stream = result["raw"]["stream"]  # one pipeline's batches against the same config's training rate
+    assert stream["pipeline_examples_per_sec"] > 0 and stream["trainer_examples_per_sec"] > 0
+    assert stream["rss"]["pycode"]["steps"] == 5 and stream["rss"]["pycode"]["peak_bytes"] > 2**20
+    assert (tmp_path / "benchmark.md").read_text().count("\n|") >= 9 and "| sweep FLOP/s" in proc.stdout
+    assert "| input pipeline / trainer" in proc.stdout and "| peak RSS training the default LM" in proc.stdout
 
 
 def test_memory_probe_is_the_librarys_own_entry_point():

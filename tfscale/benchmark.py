@@ -27,15 +27,18 @@ SETTINGS = {  # model and batch sizes per mode; `tiny` is for tests
     "tiny": dict(mlp=dict(width=64, depth=2), features=32, micro_batch=16, accum=4, steps=3, repeats=2,
                  lm=dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, seq_len=16), lm_batch=4,
                  lm_steps=2, lm_repeats=2,
-                 sweep=dict(sizes=1, num_tokens=(2048,), learning_rates=(1e-2, 2e-2), workers=2, rounds=1)),
+                 sweep=dict(sizes=1, num_tokens=(2048,), learning_rates=(1e-2, 2e-2), workers=2, rounds=1),
+                 stream=dict(large="pycode", pipeline_steps=20, trainer_steps=10, rss_steps=5)),
     "quick": dict(mlp=dict(width=1024, depth=3), features=256, micro_batch=128, accum=8, steps=40,
                   repeats=7, lm=dict(num_layers=4, d_model=256, num_heads=4, d_ff=1024, seq_len=128),
                   lm_batch=16, lm_steps=8, lm_repeats=5,
-                  sweep=dict(sizes=2, num_tokens=(4e5,), learning_rates=(2e-3, 3e-3), workers=2, rounds=2)),
+                  sweep=dict(sizes=2, num_tokens=(4e5,), learning_rates=(2e-3, 3e-3), workers=2, rounds=2),
+                  stream=dict(large="site_packages", pipeline_steps=300, trainer_steps=100, rss_steps=100)),
     "full": dict(mlp=dict(width=2048, depth=4), features=512, micro_batch=256, accum=8, steps=60,
                  repeats=9, lm=dict(num_layers=8, d_model=512, num_heads=8, d_ff=2048, seq_len=256),
                  lm_batch=32, lm_steps=10, lm_repeats=7,
-                 sweep=dict(sizes=3, num_tokens=(8e5,), learning_rates=(2e-3, 3e-3), workers=2, rounds=3)),
+                 sweep=dict(sizes=3, num_tokens=(8e5,), learning_rates=(2e-3, 3e-3), workers=2, rounds=3),
+                 stream=dict(large="site_packages", pipeline_steps=1000, trainer_steps=300, rss_steps=300)),
 }
 
 
@@ -249,9 +252,88 @@ def pool_vs_serial(config, workers=2, rounds=1):
     return ratio, raw
 
 
-def run_all(setting_name, policy_name="auto", sweep_base=None):
+def input_pipeline_vs_trainer(config, pipeline_steps, trainer_steps):
+    """Examples/s the input pipeline alone delivers for `config`'s training batches (one input
+    pipeline, as on one host, nothing else running) against the examples/s its trainer consumes
+    (the steady-state rate of a short run of the same config). Returns (ratio, raw)."""
+    c = config.unlock() if config.is_locked else config
+    source = data.load(c.data, c.model.get("seq_len"), c.seed)
+    batch = c.train.batch_size
+    iterator = iter(source.train_dataset_fn(batch, c.seed, 0, pipeline_steps + 10)())
+    for _ in range(10):  # warm up: the first batches start the readers and the prefetch
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(pipeline_steps):
+        next(iterator)
+    pipeline = pipeline_steps * batch / (time.perf_counter() - start)
+    c.train.num_steps, c.train.log_every_steps = trainer_steps, max(1, trainer_steps // 5)
+    c.eval.every_steps, c.export.saved_model, c.checkpoint.every_steps = 0, False, trainer_steps
+    from tfscale import training  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory(prefix="tfscale-bench-input-") as workdir:
+        summary = training.train(c.lock(), workdir)
+    ratio = pipeline / summary["examples_per_sec"]
+    logging.info("input pipeline %.0f examples/s, trainer %.0f: %.1fx", pipeline, summary["examples_per_sec"], ratio)
+    return ratio, {"data": c.data.name, "pipeline_examples_per_sec": pipeline,
+                   "trainer_examples_per_sec": summary["examples_per_sec"], "batch_size": batch,
+                   "num_train": source.info.num_train}
+
+
+def rss_probe(config_json):
+    """Run in a fresh process: peak RSS of training a config (JSON of a config dict) briefly."""
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    from tfscale import config as config_lib, training  # pylint: disable=import-outside-toplevel
+    c = config_lib.defaults()
+    c.update(ml_collections.ConfigDict(json.loads(config_json)))
+    with tempfile.TemporaryDirectory(prefix="tfscale-bench-rss-") as workdir:
+        summary = training.train(c.lock(), workdir)
+    return {"peak_bytes": _peak_memory_bytes("CPU"), "steps": summary["steps"], "data": c.data.name}
+
+
+def streaming_memory(config, data_configs, steps):
+    """Peak RSS of the same short training run on each of `data_configs` ({label: data
+    overrides}), each in a fresh process (a process's peak never goes down)."""
+    out = {}
+    for label, overrides in data_configs.items():
+        c = json.loads(config.to_json())
+        c["data"].update(overrides)
+        c["train"].update(num_steps=steps, log_every_steps=max(1, steps // 5))
+        c["eval"]["every_steps"], c["export"]["saved_model"], c["checkpoint"]["every_steps"] = 0, False, steps
+        proc = subprocess.run([sys.executable, "-m", "tfscale.benchmark", "--rss_probe", json.dumps(c)],
+                              capture_output=True, text=True, check=True)
+        out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+        logging.info("peak RSS training on %s: %.0f MiB", label, out[label]["peak_bytes"] / 2**20)
+    return out
+
+
+def streaming(lm_config, setting_name):
+    """The streaming rows: the input pipeline against the trainer on the large corpus, and peak
+    RSS on it (ArrayRecord shards) against the same run on `pycode` held in memory."""
+    spec = SETTINGS[setting_name]["stream"]
+    c = lm_config.unlock() if lm_config.is_locked else lm_config
+    c.data.name = spec["large"]
+    ratio, raw = input_pipeline_vs_trainer(c.copy_and_resolve_references(), spec["pipeline_steps"], spec["trainer_steps"])
+    rss = streaming_memory(c, {"pycode": {"name": "pycode"}, spec["large"]: {"name": spec["large"]}}, spec["rss_steps"])
+    raw["rss"] = rss
+    return {"input_pipeline_vs_trainer": ratio,
+            "rss_large_vs_pycode": rss[spec["large"]]["peak_bytes"] / rss["pycode"]["peak_bytes"], "stream": raw}
+
+
+def stream_rows(result):
+    raw = result["raw"]["stream"]
+    large = raw["data"]
+    mib = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
+    return [(f"input pipeline / trainer, examples/s (default LM on {large}, one pipeline)",
+             f"{result['input_pipeline_vs_trainer']:.1f} ({raw['pipeline_examples_per_sec']:.0f} / "
+             f"{raw['trainer_examples_per_sec']:.0f})", ">= 5"),
+            (f"peak RSS training the default LM: {large} / pycode in memory",
+             f"{result['rss_large_vs_pycode']:.3f} ({mib(raw['rss'][large]['peak_bytes'])} / "
+             f"{mib(raw['rss']['pycode']['peak_bytes'])})", "<= 1.2")]
+
+
+def run_all(setting_name, policy_name="auto", sweep_base=None, stream_base=None):
     """All benchmarks of one setting; returns the benchmark.json dictionary. `sweep_base`: a sweep
-    config whose first sizes the pool benchmark runs (none: no sweep row)."""
+    config whose first sizes the pool benchmark runs (none: no sweep row); `stream_base`: the LM
+    config of the streaming rows (none: none)."""
     setting = SETTINGS[setting_name]
     kind = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     policy = precision.resolve(policy_name, kind)
@@ -271,6 +353,7 @@ def run_all(setting_name, policy_name="auto", sweep_base=None):
                                               setting["sweep"]["rounds"])
         logging.info("sweep pool_vs_serial %.3f", ratio_pool)
         sweep_rows = {"sweep_pool_vs_serial": ratio_pool, "sweep": raw_pool}
+    stream = streaming(stream_base, setting_name) if stream_base is not None else {}
     return {
         "setting": setting_name, "device": _device_name(kind), "precision": policy,
         "trainer_vs_fit": ratio_fit,
@@ -279,9 +362,11 @@ def run_all(setting_name, policy_name="auto", sweep_base=None):
         "memory_growth_accum_vs_plain_b": growth["accum_kb"] / max(growth["plain_b"], 1),
         "mfu": mfu_result["jit_off"], "mfu_jit": mfu_result["jit_on"],
         **({"sweep_pool_vs_serial": sweep_rows["sweep_pool_vs_serial"]} if sweep_rows else {}),
+        **{k: v for k, v in stream.items() if k != "stream"},
         "raw": {"trainer_vs_fit": raw_fit, "accum8_vs_accum1": raw_accum, "mfu": raw_mfu,
                 "memory": mem, "memory_growth_bytes": growth, "setting": setting,
-                **({"sweep": sweep_rows["sweep"]} if sweep_rows else {})},
+                **({"sweep": sweep_rows["sweep"]} if sweep_rows else {}),
+                **({"stream": stream["stream"]} if stream else {})},
         "wall_seconds": time.time() - t0,
     }
 
@@ -311,6 +396,8 @@ def markdown(result):
     ]
     if "sweep_pool_vs_serial" in result:
         rows.append(sweep_row(result["sweep_pool_vs_serial"], result["raw"]["sweep"]))
+    if "input_pipeline_vs_trainer" in result:
+        rows += stream_rows(result)
     head = (f"Device: {result['device']}, precision {result['precision']}, setting "
             f"`{result['setting']}` ({result['wall_seconds']:.0f} s)\n\n")
     return head + "| benchmark | measured | goal |\n|---|---|---|\n" + "\n".join(
@@ -328,7 +415,11 @@ def sweep_row(ratio, raw):
 
 
 def _main(argv):
-    """`python -m tfscale.benchmark --memory_probe JSON`: one memory measurement in a fresh process."""
+    """`python -m tfscale.benchmark --memory_probe JSON` (or `--rss_probe CONFIG_JSON`): one memory
+    measurement in a fresh process."""
+    if len(argv) == 3 and argv[1] == "--rss_probe":
+        print(json.dumps(rss_probe(argv[2])))
+        return
     if len(argv) != 3 or argv[1] != "--memory_probe":
         sys.exit("usage: python -m tfscale.benchmark --memory_probe '[setting, policy, accum, batch]'")
     print(json.dumps(memory_probe(*json.loads(argv[2]))))
