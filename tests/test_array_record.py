@@ -60,6 +60,27 @@ def test_training_from_the_stream_gives_the_weights_of_training_from_memory(digi
     assert b["eval_accuracy"] == a["eval_accuracy"]
 
 
+def test_sigkill_and_resume_on_the_stream_end_with_the_weights_of_an_unbroken_run(digits_dir, tmp_path):
+    from test_resume import kill_then_resume, max_difference  # pylint: disable=import-outside-toplevel
+    args = ["--config=experiments/configs/digits_mlp.py:tiny", "--config.train.num_steps=300",
+            "--config.checkpoint.every_steps=20", "--config.deterministic=True", "--config.export.saved_model=False",
+            "--config.data.name=array_record", f"--config.data.path={digits_dir}"]
+    assert max_difference(*kill_then_resume(args, tmp_path, 300, after_step=60)) <= 1e-6
+
+
+def test_two_local_workers_on_the_stream_give_the_weights_of_one_device(digits_dir, tmp_path):
+    from test_multi_worker import ARGS, launch  # pylint: disable=import-outside-toplevel
+    from test_resume import max_difference  # pylint: disable=import-outside-toplevel
+    args = [*ARGS, "--config.data.name=array_record", f"--config.data.path={digits_dir}"]
+    single, shared = str(tmp_path / "single"), str(tmp_path / "multi")
+    subprocess.run([sys.executable, "-m", "experiments.train", f"--workdir={single}", *args],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    result = launch(2, [sys.executable, "-m", "experiments.train", f"--workdir={shared}", *args,
+                        "--config.distribute.strategy=multi_worker"], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max_difference(weights(single), weights(shared)) < 1e-5
+
+
 def batches(fn, ctx=None):
     ds = fn(ctx) if ctx else fn()
     return [labels.numpy() for _, labels in ds]

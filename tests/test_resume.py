@@ -32,26 +32,32 @@ def checkpoint_steps(workdir):
                   for p in glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")))
 
 
-def test_sigkill_mid_run_then_restart_ends_with_the_same_weights(tmp_path):
-    straight = str(tmp_path / "straight")
-    subprocess.run(train_command(straight), cwd=ROOT, check=True, capture_output=True)
-
-    killed = str(tmp_path / "killed")
-    proc = subprocess.Popen(train_command(killed), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def kill_then_resume(args, tmp_path, num_steps, after_step=1):
+    """Trains `experiments.train ARGS` straight through, and again SIGKILLed once a checkpoint of
+    update >= `after_step` exists, then resumed; returns both runs' final weights."""
+    command = lambda workdir: [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *args]  # noqa: E731
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    subprocess.run(command(straight), cwd=ROOT, check=True, capture_output=True)
+    proc = subprocess.Popen(command(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not checkpoint_steps(killed) and time.time() < deadline and proc.poll() is None:
+    while max(checkpoint_steps(killed) or [0]) < after_step and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     steps_at_kill = checkpoint_steps(killed)
-    assert steps_at_kill and max(steps_at_kill) < NUM_STEPS, "the run must be killed mid-way"
+    assert steps_at_kill and after_step <= max(steps_at_kill) < num_steps, "the run must be killed mid-way"
     assert not os.path.exists(os.path.join(killed, "summary.json"))
+    subprocess.run(command(killed), cwd=ROOT, check=True, capture_output=True)
+    return final_weights(straight), final_weights(killed)
 
-    subprocess.run(train_command(killed), cwd=ROOT, check=True, capture_output=True)
-    a, b = final_weights(straight), final_weights(killed)
+
+def max_difference(a, b):
     assert a.keys() == b.keys()
-    assert max(float(np.max(np.abs(a[n] - b[n]))) for n in a) <= 1e-6
+    return max(float(np.max(np.abs(a[n] - b[n]))) for n in a)
+
+
+def test_sigkill_mid_run_then_restart_ends_with_the_same_weights(tmp_path):
+    assert max_difference(*kill_then_resume(ARGS, tmp_path, NUM_STEPS)) <= 1e-6
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
