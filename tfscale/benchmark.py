@@ -268,6 +268,7 @@ def input_pipeline_vs_trainer(config, pipeline_steps, trainer_steps):
     pipeline = pipeline_steps * batch / (time.perf_counter() - start)
     c.train.num_steps, c.train.log_every_steps = trainer_steps, max(1, trainer_steps // 5)
     c.eval.every_steps, c.export.saved_model, c.checkpoint.every_steps = 0, False, trainer_steps
+    c.eval.max_examples = min(c.eval.max_examples or 512, 512)  # the rate is training's, not evaluation's
     from tfscale import training  # pylint: disable=import-outside-toplevel
     with tempfile.TemporaryDirectory(prefix="tfscale-bench-input-") as workdir:
         summary = training.train(c.lock(), workdir)
@@ -298,6 +299,7 @@ def streaming_memory(config, data_configs, steps):
         c["data"].update(overrides)
         c["train"].update(num_steps=steps, log_every_steps=max(1, steps // 5))
         c["eval"]["every_steps"], c["export"]["saved_model"], c["checkpoint"]["every_steps"] = 0, False, steps
+        c["eval"]["max_examples"] = 512  # the same held-out count on both data sets
         proc = subprocess.run([sys.executable, "-m", "tfscale.benchmark", "--rss_probe", json.dumps(c)],
                               capture_output=True, text=True, check=True)
         out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
