@@ -27,6 +27,7 @@ def defaults():
     c.data.path = ""  # array_record: the folder `experiments.prepare` wrote; tfrecord: a glob of training files
     c.data.eval_path = ""  # tfrecord: a glob of held-out files
     c.data.shuffle_buffer = 10_000  # tfrecord: records in the seeded shuffle buffer of each input pipeline
+    c.data.service = ""  # a tf.data service dispatcher (grpc://HOST:PORT) that runs the training input pipeline
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.input_key = ""  # tfds feature names; "" = the data set's supervised keys

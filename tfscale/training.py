@@ -171,6 +171,8 @@ class Run:
                          c.train.num_steps)
             return logger
         train_fn = self.data.train_dataset_fn(c.train.batch_size, c.seed, start, c.train.num_steps)
+        if c.data.get("service"):  # the same batches, made by a tf.data service's worker
+            train_fn = data.service.distribute(train_fn, c.data.service, f"tfscale-seed{c.seed}")
         dataset = self.strategy.distribute_datasets_from_function(train_fn)
         logging.info("training %s (%d params) on %s: steps %d..%d, batch %d = %d replicas x %d "
                      "micro-batches x %d, %s", c.model.name, models.num_params(self.network),

@@ -6,8 +6,8 @@ import numpy as np
 
 from tfscale import importing
 from tfscale.errors import ConfigError
-from tfscale.data import (array_record, digits, masking, pycode, pycode_package, site_packages, synthetic, text,
-                          tfds_source, tfrecord)
+from tfscale.data import (array_record, digits, masking, pycode, pycode_package, service, site_packages, synthetic,
+                          text, tfds_source, tfrecord)
 from tfscale.data.info import DataInfo, tfds_data_dir
 from tfscale.data.batches import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
 from tfscale.data.source import DataSource, InMemorySource
@@ -34,6 +34,7 @@ def check_name(data_config):
     """Fails early (before a workdir is touched) on an unknown or unprepared data set."""
     if not data_config.name:
         raise ConfigError("data.name is empty")
+    service.check(data_config)
     if importing.is_importable_name(data_config.name):
         importing.function_by_name(data_config.name, "data")
     elif data_config.name == "array_record":
