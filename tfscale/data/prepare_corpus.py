@@ -20,6 +20,9 @@ from tfscale.data import array_record, corpus
 from tfscale.errors import ConfigError
 
 SETTINGS = "prepare.json"  # what a folder was prepared with; a re-run must ask for the same
+# SentencePiece holds the lines it trains on in memory: a seeded sample of this many lines (of a
+# large corpus; all of a small one) is what the model is trained on.
+TOKENIZER_SENTENCES = 1_000_000
 
 
 def file_list_digest(files, root):
@@ -58,7 +61,8 @@ def make_tokenizer(kind, out, train_documents, vocab_size, model_type, seed=0):
         return tokenizers.load(out)
     t0 = time.time()
     tokenizer = tokenizers.SentencePieceTokenizer.train(train_documents, vocab_size, model_type=model_type,
-                                                        directory=out, seed=seed)
+                                                        directory=out, seed=seed,
+                                                        input_sentence_size=TOKENIZER_SENTENCES)
     logging.info("prepare: trained a %s SentencePiece model of %d pieces in %.0f s", model_type, vocab_size,
                  time.time() - t0)
     return tokenizer
