@@ -26,7 +26,7 @@ digits: setup
 	$(PY) -m experiments.train --config=experiments/configs/digits_mlp.py --workdir=runs/digits_mlp
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 clean-venv:
 	rm -rf $(VENV)
