@@ -1,34 +1,75 @@
-"""The BERT-style recipe's stages on the standard library's source: masked-LM pretraining of an
-encoder on `pycode`, then classifying which package a 128-byte window comes from
-(`pycode_package`), fine-tuned from the pretrained run or trained from scratch.
+"""The BERT-style text-classification recipe on the standard library's source: masked-LM
+pretraining of an encoder on `pycode` (less the task's held-out text), fine-tuning it to tell
+which package a 128-byte window comes from (`pycode_package`), the same encoder from scratch,
+a student a tenth its size distilled from it and trained alone, and that student as int8.
+
+  python -m experiments.recipe --config=experiments/configs/text_classifier.py --workdir=runs/recipe
+
+The default variant is the whole recipe (`tfscale.recipe`): a `recipe` section and one run
+config per stage (`pretrain`, `finetune`, `scratch`; override as `--config.finetune.KEY=...`).
+Each stage alone is a variant for `experiments.train`:
 
   python -m experiments.train --config=experiments/configs/text_classifier.py:pretrain --workdir=runs/tc/pretrain
   python -m experiments.train --config=experiments/configs/text_classifier.py:finetune \
       --config.model.init_from=runs/tc/pretrain --workdir=runs/tc/finetune
   python -m experiments.train --config=experiments/configs/text_classifier.py:scratch --workdir=runs/tc/scratch
 
-Add `,tiny` to a stage (`:pretrain,tiny`) for a seconds-long smoke run.
+Add `,tiny` (`:pretrain,tiny`; `:tiny` is the tiny recipe) for a seconds-long smoke run.
 """
+import ml_collections
+
 from tfscale.config import defaults
 from tfscale.errors import ConfigError
 
 ENCODER = {None: dict(num_layers=2, d_model=64, num_heads=4, d_ff=256, seq_len=128),
-           "tiny": dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, seq_len=128)}
-STEPS = {None: {"pretrain": 2000, "finetune": 800, "scratch": 800},
-         "tiny": {"pretrain": 20, "finetune": 20, "scratch": 20}}
+           "tiny": dict(num_layers=1, d_model=64, num_heads=2, d_ff=64, seq_len=128)}
+# The student: at most a tenth of the teacher's parameters (the recipe checks it).
+STUDENT = {None: dict(num_layers=1, d_model=16, num_heads=2, d_ff=64, seq_len=128),
+           "tiny": dict(num_layers=1, d_model=8, num_heads=2, d_ff=16, seq_len=128)}
+STEPS = {None: {"pretrain": 2000, "finetune": 600, "scratch": 600, "distill": 600},
+         "tiny": {"pretrain": 20, "finetune": 20, "scratch": 20, "distill": 60}}
 STAGES = ("pretrain", "finetune", "scratch")
+# Pretraining text: pycode's training windows less any that share a 64-byte span with the
+# task's held-out windows (pycode holds the task's held-out files in its training split).
+PRETRAINING_DATA = "tfscale.recipe.corpus:pycode_without_task_heldout"
 
 
-def get_config(arg="pretrain"):
-    stage, _, size = (arg or "pretrain").partition(",")
+def get_config(arg="recipe"):
+    stage, _, size = (arg or "recipe").partition(",")
+    if stage == "tiny" and not size:
+        stage, size = "recipe", "tiny"
     size = size or None
-    if stage not in STAGES or size not in ENCODER:
-        raise ConfigError(f"unknown variant {arg!r}; stages: {', '.join(STAGES)}, each optionally ',tiny'")
+    if stage not in STAGES + ("recipe",) or size not in ENCODER:
+        raise ConfigError(f"unknown variant {arg!r}; recipe (the default), or a stage: {', '.join(STAGES)}; "
+                          "each optionally ',tiny'")
+    if stage == "recipe":
+        return recipe_config(size)
+    return stage_config(stage, size).lock()
+
+
+def recipe_config(size=None):
+    from tfscale import recipe  # pylint: disable=import-outside-toplevel  (TensorFlow)
+
+    c = ml_collections.ConfigDict()
+    c.recipe = recipe.defaults()
+    if size == "tiny":
+        c.recipe.seeds = 2
+        c.recipe.baseline_train_examples = 2000
+        # A student of 20 updates is close to uniform, and full int8 flips its argmax on more
+        # than a tenth of the windows (the int8 check's bound): int8 weights only.
+        c.recipe.quantized = "distilled_dynamic_range"
+    for stage in STAGES:
+        c[stage] = stage_config(stage, size)
+    return c.lock()
+
+
+def stage_config(stage, size=None):
     c = defaults()
     c.model.name = "transformer_encoder"
     for key, value in ENCODER[size].items():
         c.model[key] = value
     c.model.dropout = 0.1 if stage != "pretrain" else 0.0
+    c.model.pooling = "mean"
     c.train.batch_size = 32
     c.train.num_steps = STEPS[size][stage]
     c.train.log_every_steps = 100 if size is None else 5
@@ -40,15 +81,31 @@ def get_config(arg="pretrain"):
     c.schedule.warmup_steps = c.train.num_steps // 10
     c.eval.batch_size = 256
     if stage == "pretrain":
-        c.data.name, c.data.eval_split = "pycode", "validation"
+        c.data.name, c.data.eval_split = PRETRAINING_DATA, "validation"
         c.data.mask_rate, c.train.loss = 0.15, "masked_lm"
         c.optimizer.learning_rate = 2e-3
         c.eval.max_examples = 1024
         c.export.saved_model = False
-    else:
-        c.data.name, c.data.eval_split = "pycode_package", "validation"
-        c.optimizer.learning_rate = 5e-4 if stage == "finetune" else 1e-3
-        c.eval.every_steps = 100 if size is None else 10
-        if stage == "finetune":
-            c.model.init_from = ""  # the pretrain run's workdir (--config.model.init_from=DIR)
-    return c.lock()
+        return c
+    c.data.name, c.data.eval_split = "pycode_package", "validation"
+    c.optimizer.learning_rate = 1e-3
+    c.model.body_learning_rate = 1.0  # the body's factor of the learning rate (the head's is 1)
+    c.model.frozen_body_steps = 0  # updates at the start that train the head only
+    if stage == "finetune":
+        c.model.init_from = ""  # the pretrain run's workdir (--config.model.init_from=DIR)
+        student(c, size)
+    return c
+
+
+def student(c, size):
+    """The compression section of the teacher's run: the student it teaches."""
+    c.compress.eval_examples = 0 if size is None else 256  # held-out windows through each .tflite
+    c.compress.latency_runs = 200 if size is None else 20
+    c.compress.distill.student.name = "transformer_encoder"
+    for key, value in STUDENT[size].items():
+        c.compress.distill.student[key] = value
+    c.compress.distill.student.dropout = 0.0
+    c.compress.distill.student.pooling = "mean"
+    c.compress.distill.temperature = 2.0
+    c.compress.distill.alpha = 0.5
+    c.compress.distill.steps = STEPS[size]["distill"]

@@ -62,6 +62,7 @@ def export_variants(networks, data, outdir, variants=("float32", "dynamic_range"
             "path": path,
             "accuracy": measured["accuracy"],
             "eval_loss": measured["loss"],
+            **({"macro_f1": measured["macro_f1"]} if "macro_f1" in measured else {}),
             "size_bytes": size,
             "gzip_bytes": gzipped,
             "latency_ms": model.latency_ms(eval_x[0], latency_runs),

@@ -100,17 +100,24 @@ class TFLiteModel:
         return np.concatenate(list(self.batches(inputs, batch_size)))
 
     def evaluate(self, inputs, labels, batch_size=256):
-        """Accuracy (argmax; per token for sequences) and mean cross-entropy on held-out data."""
+        """Accuracy (argmax; per token for sequences) and mean cross-entropy on held-out data;
+        for one label per example also the macro F1 (classes weighted alike)."""
         from scipy.special import log_softmax  # pylint: disable=import-outside-toplevel
+        from sklearn import metrics  # pylint: disable=import-outside-toplevel
 
         correct = loss = count = 0.0
+        predicted = []
         for i, logits in enumerate(self.batches(inputs, batch_size)):
             y = labels[i * batch_size:(i + 1) * batch_size]
-            correct += float(np.sum(logits.argmax(-1) == y))
+            predicted.append(logits.argmax(-1))
+            correct += float(np.sum(predicted[-1] == y))
             logp = log_softmax(logits.astype(np.float64), axis=-1)
             loss -= float(np.sum(np.take_along_axis(logp, y[..., None].astype(np.int64), -1)))
             count += y.size
-        return {"accuracy": correct / count, "loss": loss / count}
+        out = {"accuracy": correct / count, "loss": loss / count}
+        if np.ndim(labels) == 1:
+            out["macro_f1"] = float(metrics.f1_score(labels, np.concatenate(predicted), average="macro"))
+        return out
 
     def weight_sparsity(self):
         """Zeros among the file's weights (constants of rank >= 2; int8 zero = quantized 0)."""

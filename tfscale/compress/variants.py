@@ -93,6 +93,8 @@ VARIANTS = {
     "pqat_int8": Variant("pqat", "qat", False),
     "distilled": Variant("distilled", "float32", False),
     "student_alone": Variant("student_alone", "float32", False),
+    "distilled_int8": Variant("distilled", "int8", False),
+    "distilled_dynamic_range": Variant("distilled", "dynamic_range", False),
 }
 
 
