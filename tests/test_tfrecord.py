@@ -119,3 +119,14 @@ def test_bad_tfrecord_input_is_one_error_line_and_the_workdir_is_untouched(digit
                           text=True, timeout=300)
     assert fragment in one_error_line(proc)
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_classes_found_only_in_a_later_shard_get_an_output(tmp_path):
+    from tfscale.data.info import DataInfo  # pylint: disable=import-outside-toplevel
+    from tfscale.data.source import InMemorySource  # pylint: disable=import-outside-toplevel
+    labels = np.repeat(np.arange(6, dtype=np.int32), 20)  # shards sorted by class: 5 only in the last
+    x = np.random.default_rng(0).integers(0, 256, (len(labels), 8)).astype(np.int32)
+    info = DataInfo("sorted", (8,), 6, 1.0, len(labels), 10)
+    tfrecord.write(str(tmp_path), InMemorySource(info, (x, labels), (x[:10], labels[:10])), shards=3)
+    source = tfrecord.TFRecordSource(config_for(str(tmp_path)).data)
+    assert source.info.num_classes == 6 and source.counts["train"] == [40, 40, 40]

@@ -76,16 +76,24 @@ def feature_spec(path, keys):
     return spec
 
 
-def count_records(files):
-    """Records per file, reading each once; a damaged file is a ConfigError naming it."""
-    counts = []
+def count_records(files, label_key):
+    """(records per file, the largest label in them), reading each file once; a damaged file is
+    a ConfigError naming it. Every label is looked at, so classes found only in a later shard
+    (shards sorted by class) still get an output."""
+    counts, largest = [], -1
+    feature = {label_key: tf.io.VarLenFeature(tf.int64)}
     for path in files:
+        ds = tf.data.TFRecordDataset(path).batch(1024).map(
+            lambda r: (tf.shape(r, out_type=tf.int64)[0],
+                       tf.reduce_max(tf.io.parse_example(r, feature)[label_key].values)))
         try:
-            counts.append(int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1)))
+            n, top = ds.reduce((np.int64(0), np.int64(-1)), lambda acc, x: (acc[0] + x[0], tf.maximum(acc[1], x[1])))
         except tf.errors.OpError as e:
             raise ConfigError(f"TFRecord file {path} is damaged (truncated or corrupt: "
                               f"{e.message.splitlines()[0]})") from None
-    return counts
+        counts.append(int(n))
+        largest = max(largest, int(top))
+    return counts, largest
 
 
 def _seed(seed, epoch, salt):
@@ -105,19 +113,19 @@ class TFRecordSource(DataSource):
                 if feature_spec(path, self.keys) != self.spec:
                     raise ConfigError(f"TFRecord file {path}: features {feature_spec(path, self.keys)} differ "
                                       f"from {self.files['train'][0]}'s {self.spec}")
-        self.counts = {split: count_records(files) for split, files in self.files.items()}
         (in_kind, in_len), (label_kind, label_len) = (self.spec[k] for k in self.keys)
-        if label_kind == "float_list":
-            raise ConfigError(f"TFRecord feature {self.keys[1]!r} holds floats: labels must be integer classes")
+        if label_kind != "int64_list":
+            raise ConfigError(f"TFRecord feature {self.keys[1]!r} of {self.files['train'][0]} holds "
+                              f"{label_kind.split('_')[0]}s: labels must be integer classes (int64)")
+        counted = {split: count_records(files, self.keys[1]) for split, files in self.files.items()}
+        self.counts = {split: c for split, (c, _) in counted.items()}
         task = "classifier" if label_len == 1 else "lm"
         if task == "lm" and label_len != in_len:
             raise ConfigError(f"TFRecord features: {label_len} labels for {in_len} inputs; a label per example "
                               "(classifier) or per input position (language model)")
         self._eval = None
-        eval_labels = self.read("eval", np.arange(sum(self.counts["eval"])))[1]
-        train_labels = self._parse_all(self.files["train"][:1])[1]
-        # Classes (or token ids) from the labels seen: the held-out files and the first training file.
-        num_classes = int(max(eval_labels.max(), train_labels.max())) + 1
+        # Classes (or token ids): one more than the largest label of any file.
+        num_classes = max(top for _, top in counted.values()) + 1
         if task == "lm":
             num_classes = max(256, num_classes)
         in_dtype = _KINDS[in_kind][1]
