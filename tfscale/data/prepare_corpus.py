@@ -21,8 +21,9 @@ from tfscale.errors import ConfigError
 
 SETTINGS = "prepare.json"  # what a folder was prepared with; a re-run must ask for the same
 # SentencePiece holds the lines it trains on in memory: a seeded sample of this many lines (of a
-# large corpus; all of a small one) is what the model is trained on.
-TOKENIZER_SENTENCES = 1_000_000
+# large corpus; all of a small one) is what the model is trained on. On site_packages a unigram
+# model of 4,096 pieces took 1,470 s on 1M lines (one thread, a shared core); BPE trains far faster.
+TOKENIZER_SENTENCES = 300_000
 
 
 def file_list_digest(files, root):
@@ -68,7 +69,7 @@ def make_tokenizer(kind, out, train_documents, vocab_size, model_type, seed=0):
     return tokenizer
 
 
-def prepare(root, out, seq_len=128, tokenizer="bytes", vocab_size=4096, model_type="unigram",
+def prepare(root, out, seq_len=128, tokenizer="bytes", vocab_size=4096, model_type="bpe",
             validation_share=0.05, shards=8, suffixes=(".py",), skip_folders=tuple(sorted(corpus.TEST_FOLDERS)),
             name=None):
     """Prepares `root`'s files into `out`; returns the manifest."""
