@@ -4,9 +4,10 @@ Each window becomes its 256 byte frequencies, standardised (zero mean, unit vari
 on the training split: unscaled, the frequencies are so small that L-BFGS stops far from the
 optimum, 0.282 accuracy after 70 s against 0.328 in seconds); scikit-learn's multinomial
 logistic regression (L-BFGS, its default C = 1) is fitted on the training split and scored on
-the held-out split, so the models' accuracy and macro F1 have a floor to beat. Its size is its float32 weights; its latency one
-window's histogram and prediction in scikit-learn (median of `latency_runs`), the cost of
-classifying a window one at a time, as the models' batch-1 latency is.
+the held-out split, so the models' accuracy and macro F1 have a floor to beat. Its size is its
+float32 weights; its latency one window's histogram and prediction in scikit-learn (median of
+`latency_runs`), the cost of classifying a window one at a time, as the models' batch-1
+latency is.
 """
 import time
 

@@ -16,13 +16,12 @@ so any of them can be rerun or inspected by hand, and a finished one is skipped:
 `DIR/recipe.json` and `DIR/recipe.md` hold the table (`table.py`): mean and standard deviation
 over the seeds, and the goals as measured.
 """
-import os
 import time
 
 from absl import logging
 import ml_collections
 
-from tfscale import baselines, data, io, models, training, values, workdir as workdir_lib
+from tfscale import baselines, data, io, models, training
 from tfscale.errors import ConfigError, require
 from tfscale.recipe import table
 
@@ -44,7 +43,9 @@ def defaults():
     c.baseline_c = 1.0  # inverse regularisation of the bag-of-bytes logistic regression
     c.baseline_train_examples = 0  # training windows the baseline is fitted on (0 = all)
     c.wall_goal_seconds = 1200.0  # the whole recipe, measured when every stage ran in one go
-    c.quantized = "distilled_int8"  # full integer (int8 weights and activations), or distilled_dynamic_range
+    # int8 weights (dynamic range), or distilled_int8: full integer, weights and activations, which
+    # the int8 check refuses for the default student on some seeds (argmax agreement 0.88 < 0.9)
+    c.quantized = "distilled_dynamic_range"
     return c
 
 
@@ -143,7 +144,8 @@ def _compress_stage(config, workdir, seed, folder, what, progress, timings):
     from tfscale import compress  # pylint: disable=import-outside-toplevel  (tfmot, LiteRT)
 
     path = io.join(folder, "compression.json")
-    if io.exists(path):
+    wanted = variants(config).split(",")
+    if io.exists(path) and [r["variant"] for r in io.read_json(path)["variants"]] == wanted:
         progress(what, True)
         return io.read_json(path), False
     print(f"... {what}: distilling, training the student alone, converting", flush=True)

@@ -84,7 +84,8 @@ def goals(report_, recipe_config):
         "distillation_helps": {"distilled_minus_alone": margin, "twice_larger_std": noise, "met": margin > noise},
         "int8_close": {"points_vs_float": points, "size_ratio": size_ratio,
                        "met": abs(points) <= 1.0 and size_ratio <= 0.3},
-        "student_share": {"share": report_["student_share"], "met": report_["student_share"] <= report_["max_student_share"]},
+        "student_share": {"share": report_["student_share"],
+                          "met": report_["student_share"] <= report_["max_student_share"]},
     }
     wall = report_["wall_seconds"]
     out["wall_time"] = {"seconds": wall, "goal_seconds": recipe_config.wall_goal_seconds,
