@@ -127,19 +127,20 @@ def test_an_lm_trains_on_the_shards_and_keeps_their_tokenizer(prepared, tmp_path
 
 
 def test_a_run_resumed_on_data_with_another_tokenizer_is_one_error(tree, tmp_path):
+    from experiments.configs import lm  # pylint: disable=import-outside-toplevel
     data_dir, workdir = str(tmp_path / "data"), str(tmp_path / "run")
     assert prepare(tree, data_dir).returncode == 0
-    args = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/lm.py:tiny",
-            f"--workdir={workdir}", "--config.data.name=array_record", f"--config.data.path={data_dir}",
-            "--config.train.num_steps=4", "--config.export.saved_model=false"]
-    first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-2000:]
+    config = lm.get_config("tiny").unlock()
+    config.data.name, config.data.path = "array_record", data_dir
+    config.train.num_steps, config.export.saved_model = 4, False
+    tfscale.train(config.lock(), workdir)
     shutil.rmtree(data_dir)
     sp = prepare(tree, data_dir, "--tokenizer=sentencepiece", "--vocab_size=400")
     assert sp.returncode == 0, sp.stderr[-2000:]
     before = sorted(os.listdir(workdir))
-    line = one_error_line(subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600))
-    assert f"{workdir}/tokenizer/tokenizer.json is not the data's tokenizer" in line
+    with pytest.raises(tfscale.ConfigError) as error:
+        tfscale.train(config, workdir)
+    assert f"{workdir}/tokenizer/tokenizer.json is not the data's tokenizer" in str(error.value)
     assert sorted(os.listdir(workdir)) == before
 
 

@@ -188,16 +188,27 @@ class _OneDevice:
 
 
 def memory(setting_name, policy):
-    """Peak memory of batch k*b by accumulation vs plain b vs plain k*b, one process each."""
+    """Peak memory of batch k*b by accumulation vs plain b vs plain k*b, one process each, side by side."""
     setting = SETTINGS[setting_name]
     b, k = setting["lm_batch"], setting["accum"]
+    out = _probes({name: ["--memory_probe", json.dumps([setting_name, policy, accum, batch])]
+                   for name, accum, batch in (("plain_b", 1, b), ("accum_kb", k, k * b), ("plain_kb", 1, k * b))})
+    for name, probe in out.items():
+        logging.info("memory %s: %.1f MiB peak", name, probe["peak_bytes"] / 2**20)
+    return out
+
+
+def _probes(arguments):
+    """{name: JSON result} of `python -m tfscale.benchmark ARGS` for each name, all processes at
+    once: each measures its own peak, which other processes do not change."""
+    procs = {name: subprocess.Popen([sys.executable, "-m", "tfscale.benchmark", *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for name, args in arguments.items()}
     out = {}
-    for name, accum, batch in (("plain_b", 1, b), ("accum_kb", k, k * b), ("plain_kb", 1, k * b)):
-        cmd = [sys.executable, "-m", "tfscale.benchmark", "--memory_probe",
-               json.dumps([setting_name, policy, accum, batch])]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-        logging.info("memory %s: %.1f MiB peak", name, out[name]["peak_bytes"] / 2**20)
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"benchmark probe {name} failed: {stderr[-2000:]}")
+        out[name] = json.loads(stdout.strip().splitlines()[-1])
     return out
 
 
@@ -292,18 +303,18 @@ def rss_probe(config_json):
 
 def streaming_memory(config, data_configs, steps):
     """Peak RSS of the same short training run on each of `data_configs` ({label: data
-    overrides}), each in a fresh process (a process's peak never goes down)."""
-    out = {}
+    overrides}), each in a fresh process (a process's peak never goes down), side by side."""
+    configs = {}
     for label, overrides in data_configs.items():
         c = json.loads(config.to_json())
         c["data"].update(overrides)
         c["train"].update(num_steps=steps, log_every_steps=max(1, steps // 5))
         c["eval"]["every_steps"], c["export"]["saved_model"], c["checkpoint"]["every_steps"] = 0, False, steps
         c["eval"]["max_examples"] = 512  # the same held-out count on both data sets
-        proc = subprocess.run([sys.executable, "-m", "tfscale.benchmark", "--rss_probe", json.dumps(c)],
-                              capture_output=True, text=True, check=True)
-        out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
-        logging.info("peak RSS training on %s: %.0f MiB", label, out[label]["peak_bytes"] / 2**20)
+        configs[label] = ["--rss_probe", json.dumps(c)]
+    out = _probes(configs)
+    for label, probe in out.items():
+        logging.info("peak RSS training on %s: %.0f MiB", label, probe["peak_bytes"] / 2**20)
     return out
 
 
