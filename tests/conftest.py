@@ -15,10 +15,9 @@ import pytest  # noqa: E402
 from experiments.configs import digits_mlp  # noqa: E402
 
 
-def tiny_config(**overrides):
-    """The tiny digits MLP config with `section.key=value` overrides (dotted names as kwargs
-    use `__` for the dot: train__accum_steps=4)."""
-    config = digits_mlp.get_config("tiny")
+def with_overrides(config, **overrides):
+    """`config` with `section.key=value` overrides (dotted names as kwargs use `__` for the dot:
+    train__accum_steps=4). A locked config refuses a key it does not have."""
     for key, value in overrides.items():
         node = config
         *path, leaf = key.split("__")
@@ -26,6 +25,11 @@ def tiny_config(**overrides):
             node = node[part]
         node[leaf] = value
     return config
+
+
+def tiny_config(**overrides):
+    """The tiny digits MLP config with overrides (`with_overrides`)."""
+    return with_overrides(digits_mlp.get_config("tiny"), **overrides)
 
 
 def one_error_line(proc):

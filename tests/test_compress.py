@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from conftest import with_overrides
 import tfscale
 from experiments.configs import digits_cnn, lm_distill
 from tfscale import config as config_lib, export, io, models, training
@@ -15,15 +16,7 @@ from tfscale.compress import artifacts, distill, finetune, prune, quantize, sect
 
 
 def cnn_config(**overrides):
-    config = digits_cnn.get_config("tiny")
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split("__")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
-
+    return with_overrides(digits_cnn.get_config("tiny"), **overrides)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

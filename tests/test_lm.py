@@ -6,6 +6,7 @@ import tempfile
 import numpy as np
 import pytest
 
+from conftest import with_overrides
 from experiments.configs import lm
 from tfscale import data, models
 from tfscale.data import pycode, text
@@ -13,12 +14,7 @@ from tfscale.training import Run
 
 
 def lm_config(arg="tiny", **overrides):
-    config = lm.get_config(arg)
-    for key, value in overrides.items():
-        section, leaf = key.split("__")
-        config[section][leaf] = value
-    return config
-
+    return with_overrides(lm.get_config(arg), **overrides)
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_parameter_and_flop_counts_match_hand_counts(tie):

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import with_overrides
 from tfscale import ConfigError, data, models, recipe
 from tfscale.recipe import corpus, table
 
@@ -19,16 +20,7 @@ ROW_KEYS = [key for key, _ in table.ROWS]
 
 
 def tiny(**overrides):
-    config = text_classifier.get_config("tiny")
-    config.unlock()
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split("__")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
-
+    return with_overrides(text_classifier.get_config("tiny").unlock(), **overrides)
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):

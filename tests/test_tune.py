@@ -19,23 +19,14 @@ from tfscale import ConfigError, tuning
 from tfscale.tuning import outputs, space, study as study_lib
 from tfscale.tuning.pruning import PruningCallback
 
-from conftest import one_error_line
+from conftest import one_error_line, with_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny(**keys):
-    """The tiny tuning config with `section.key=value` overrides (`tune__pruner="none"`)."""
-    c = digits_cnn_tune.get_config("tiny")
-    c.unlock()
-    for key, value in keys.items():
-        node = c
-        *path, leaf = key.split("__")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return c.lock()
-
+    """The tiny tuning config with overrides (`tune__pruner="none"`)."""
+    return with_overrides(digits_cnn_tune.get_config("tiny").unlock(), **keys).lock()
 
 def _quiet(_):
     pass
