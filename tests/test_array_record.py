@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import one_error_line, tiny_config
+from conftest import assert_refused, tiny_config
 import tfscale
 from tfscale import data
 from tfscale.data import array_record
@@ -158,16 +158,8 @@ def test_a_bad_data_folder_is_one_error_line(digits_dir, tmp_path, damage, fragm
         shutil.copytree(digits_dir, folder)
         _damage(folder, damage)
     path = "" if damage == "no_path" else folder
-    if damage == "truncated_shard":  # through the command: one `error:` line, exit 2
-        proc = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits_mlp.py:tiny",
-                               f"--workdir={tmp_path / 'run'}", "--config.data.name=array_record",
-                               f"--config.data.path={path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert fragment in one_error_line(proc)
-    else:  # the same ConfigError in-process (what the command prints as its one line)
-        with pytest.raises(tfscale.ConfigError) as error:
-            tfscale.train(streamed(path), str(tmp_path / "run"))
-        assert fragment in str(error.value) and "\n" not in str(error.value)
-    assert not os.path.exists(tmp_path / "run")
+    assert_refused(fragment, tmp_path / "run", {"name": "array_record", "path": path},
+                   through_command=damage == "truncated_shard")
 
 
 def test_verify_reads_every_shard_against_its_checksum(digits_dir, tmp_path):

@@ -1,19 +1,15 @@
 """TFRecord shards read sequentially: per-host files, a seeded shuffle buffer, exact resume."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import one_error_line, tiny_config
+from conftest import assert_refused, tiny_config
 import tfscale
 from tfscale import data
 from tfscale.data import tfrecord
 from test_resume import final_weights, kill_then_resume, max_difference
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +20,7 @@ def digits_tfrecord(tmp_path_factory):
 
 
 def overrides(folder):
-    return [f"--config.data.name=tfrecord", f"--config.data.path={folder}/train-*.tfrecord",
+    return ["--config.data.name=tfrecord", f"--config.data.path={folder}/train-*.tfrecord",
             f"--config.data.eval_path={folder}/eval-*.tfrecord", "--config.data.shuffle_buffer=256"]
 
 
@@ -114,13 +110,6 @@ def test_bad_tfrecord_input_is_one_error_line_and_the_workdir_is_untouched(digit
             f.truncate(os.path.getsize(shard) - 7)
     elif damage == "no_match":
         folder = str(tmp_path / "nowhere")
-    if damage == "truncated":  # through the command: one `error:` line, exit 2
-        proc = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits_mlp.py:tiny",
-                               f"--workdir={tmp_path / 'run'}", *overrides(folder)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=300)
-        assert fragment in one_error_line(proc)
-    else:  # the same ConfigError in-process (what the command prints as its one line)
-        with pytest.raises(tfscale.ConfigError) as error:
-            tfscale.train(config_for(folder), str(tmp_path / "run"))
-        assert fragment in str(error.value) and "\n" not in str(error.value)
-    assert not os.path.exists(tmp_path / "run")
+    assert_refused(fragment, tmp_path / "run", {"name": "tfrecord", "path": f"{folder}/train-*.tfrecord",
+                                                 "eval_path": f"{folder}/eval-*.tfrecord", "shuffle_buffer": 256},
+                   through_command=damage == "truncated")
