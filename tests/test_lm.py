@@ -83,10 +83,10 @@ def test_windows_cut_examples_into_inputs_and_next_byte_targets():
 
 
 def test_default_lm_learns_pycode_well_below_uniform(tmp_path):
-    run = Run(lm_config(None, train__num_steps=200, export__saved_model=False), str(tmp_path))
+    run = Run(lm_config(None, train__num_steps=100, export__saved_model=False), str(tmp_path))
     run.fit()
     loss = run.evaluate()["loss"]
-    print(f"lm default, 200 updates: validation {loss:.3f} nats/byte ({loss / math.log(2):.3f} bits/byte)")
+    print(f"lm default, 100 updates: validation {loss:.3f} nats/byte ({loss / math.log(2):.3f} bits/byte)")
     assert loss < 3.0 < math.log(256)
 
 
