@@ -1,8 +1,13 @@
 """Broken config files, results files, workdirs, flags and data that cannot determine a law:
-one `error:` line, exit 2, no traceback, nothing written (and for fits, no fitting started)."""
+one `error:` line, exit 2, no traceback, nothing written (and for fits, no fitting started).
+
+A few cases go through `experiments.train` and `experiments.fit`; the rest call what those
+commands call (`cli.load_config_file`, `scaling.fit_results`) in-process with the same
+arguments, whose ConfigError's first line is what the command prints after `error: `."""
 import concurrent.futures
 import hashlib
 import json
+import logging as std_logging
 import math
 import os
 import subprocess
@@ -11,6 +16,7 @@ import sys
 import pytest
 
 from conftest import one_error_line
+from tfscale.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--bootstrap=0", "--grid_stride=37"]
@@ -89,7 +95,11 @@ def _snapshot(folder):
     return out
 
 
-def _run(script, cases, name, tmp):
+# Through the command (flag parsing included): a config file, a results file, and a flag's value.
+THROUGH_COMMAND = {"syntax_error", "not_utf8", "compute_budget_nan"}
+
+
+def _prepare(script, cases, name, tmp):
     files, args, expected = cases[name]
     case = os.path.join(tmp, name)
     os.makedirs(os.path.join(case, "workdir"))
@@ -105,10 +115,51 @@ def _run(script, cases, name, tmp):
         args = [f"--results={case}/r.jsonl", *FAST, *args]
     if not any(a.startswith("--workdir=") for a in args):
         args.append(f"--workdir={case}/workdir")
+    return case, args, expected.format(tmp=case)
+
+
+def _run(script, cases, name, tmp):
+    case, args, expected = _prepare(script, cases, name, tmp)
     before = _snapshot(case)
     proc = subprocess.run([sys.executable, "-m", script, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
-    return proc, expected.format(tmp=case), before, _snapshot(case)
+    return one_error_line(proc), proc.stderr, expected, before, _snapshot(case)
+
+
+def _call(script, cases, name, tmp):
+    """What the command calls with these arguments, in-process: the ConfigError's first line
+    as the command prints it, and what was logged (INFO and up) before it."""
+    from absl import logging  # pylint: disable=import-outside-toplevel
+    from experiments import cli  # pylint: disable=import-outside-toplevel
+    from tfscale import scaling  # pylint: disable=import-outside-toplevel
+    case, args, expected = _prepare(script, cases, name, tmp)
+    flags = {}
+    for arg in args:
+        key, value = arg[2:].split("=", 1)
+        flags.setdefault(key, []).append(value)
+    one = lambda key, default=None: flags.get(key, [default])[-1]  # noqa: E731
+    before = _snapshot(case)
+    records = []
+    handler = std_logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_logger().addHandler(handler)
+    try:
+        with pytest.raises(ConfigError) as error:
+            if script == "experiments.train":
+                cli.load_config_file(one("config"))
+            else:
+                target = one("target_loss")
+                scaling.fit_results(one("results"), one("workdir"), law=None if one("law", "auto") == "auto" else one("law"),
+                                    budgets=[float(v) for v in flags.get("compute_budget", [])],
+                                    target_loss=None if target is None else float(target),
+                                    bootstrap=int(one("bootstrap")), grid_stride=int(one("grid_stride")))
+    finally:
+        logging.get_absl_logger().removeHandler(handler)
+        logging.set_verbosity(verbosity)
+    line = f"error: {str(error.value).strip().splitlines()[0]}"
+    return line, "\n".join(records), expected, before, _snapshot(case)
 
 
 @pytest.fixture(scope="module")
@@ -117,17 +168,19 @@ def results(tmp_path_factory):
     jobs = [("experiments.train", CONFIG_CASES, n) for n in CONFIG_CASES]
     jobs += [("experiments.fit", FIT_CASES, n) for n in FIT_CASES]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run, script, cases, name, tmp) for script, cases, name in jobs}
-        return {name: f.result() for name, f in futures.items()}
+        futures = {name: pool.submit(_run, script, cases, name, tmp) for script, cases, name in jobs
+                   if name in THROUGH_COMMAND}
+        out = {name: _call(script, cases, name, tmp) for script, cases, name in jobs if name not in THROUGH_COMMAND}
+        out.update({name: f.result() for name, f in futures.items()})
+    return out
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES) + sorted(FIT_CASES))
 def test_bad_input_gets_one_line_error_and_writes_nothing(results, case):
-    proc, expected, before, after = results[case]
-    line = one_error_line(proc)
+    line, logged, expected, before, after = results[case]
     assert line.startswith(expected), (line, expected)
     assert before == after
-    assert "fitting" not in proc.stderr  # refused before any fit started
+    assert "fitting" not in logged  # refused before any fit started
     assert not os.path.exists("/proc/tfscale-no-such-dir/fit")
 
 
