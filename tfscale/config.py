@@ -29,6 +29,7 @@ def defaults():
     c.data.shuffle_buffer = 10_000  # tfrecord: records in the seeded shuffle buffer of each input pipeline
     c.data.service = ""  # a tf.data service dispatcher (grpc://HOST:PORT) that runs the training input pipeline
     c.data.train_split = "train"
+    c.data.train_examples = 0  # > 0: train on this many of the split's examples, evenly spaced (a labelled subset)
     c.data.eval_split = "test"
     c.data.input_key = ""  # tfds feature names; "" = the data set's supervised keys
     c.data.label_key = ""
@@ -192,6 +193,8 @@ def validate(config):
     require(config.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {config.checkpoint.keep}")
     _validate_keep_steps(config.checkpoint.keep_steps, t)
     _validate_periodic_eval(config)
+    require(config.data.train_examples >= 0,
+            f"data.train_examples must be >= 0 (0 = all), got {config.data.train_examples}")
     require(0 <= config.data.mask_rate < 1, f"data.mask_rate must be in [0, 1), got {config.data.mask_rate}")
     require(bool(config.data.mask_rate) == (config.train.loss == "masked_lm"),
             "masked-LM training needs both data.mask_rate > 0 (BERT: 0.15) and train.loss=masked_lm")

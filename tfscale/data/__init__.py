@@ -10,7 +10,7 @@ from tfscale.data import (array_record, digits, masking, pycode, pycode_package,
                           text, tfds_source, tfrecord)
 from tfscale.data.info import DataInfo, tfds_data_dir
 from tfscale.data.batches import check_batch_size, eval_dataset, evenly_spaced, train_dataset_fn
-from tfscale.data.source import DataSource, InMemorySource
+from tfscale.data.source import DataSource, InMemorySource, TrainSubset
 
 # name -> load(data_config, seq_len) -> DataSource. Names not listed here are looked up in tfds.
 DATASETS = {
@@ -51,9 +51,18 @@ def check_name(data_config):
 
 def load(data_config, seq_len=None, seed=0):
     """The config's data set as a `DataSource`; `seq_len` is the model's context (text data).
-    With `data.mask_rate` > 0 its token inputs are masked for masked-LM training (`masking.py`,
-    masks drawn from `seed`)."""
+    `data.train_examples` > 0 keeps that many training examples, evenly spaced. With
+    `data.mask_rate` > 0 its token inputs are masked for masked-LM training (`masking.py`, masks
+    drawn from `seed`)."""
     source = _load(data_config, seq_len)
+    count = data_config.get("train_examples", 0)
+    if count:
+        if type(source).train_dataset_fn is not DataSource.train_dataset_fn:
+            raise ConfigError(f"data.train_examples needs a data set read by index; {data_config.name!r} is streamed")
+        if count > source.info.num_train:
+            raise ConfigError(f"data.train_examples {count} is more than the {source.info.num_train} training "
+                              f"examples of {data_config.name!r}")
+        source = TrainSubset(source, count)
     rate = data_config.get("mask_rate", 0.0)
     return masking.MaskedTokens(source, rate, seed) if rate else source
 

@@ -9,7 +9,10 @@ source.
 Held-out subsets are read into memory (`eval_arrays`): they are what each evaluation measures
 and, as `eval.max_examples` evenly spaced examples, small next to a training split.
 """
+import dataclasses
+
 import numpy as np
+import tensorflow as tf
 
 from tfscale.data import batches
 
@@ -82,3 +85,27 @@ class InMemorySource(DataSource):
     def read(self, split, indices):
         arrays = self.train if split == "train" else self.eval
         return tuple(a[np.asarray(indices, np.int64)] for a in arrays)
+
+
+class TrainSubset(DataSource):
+    """`source` with a training split of `count` of its examples, evenly spaced over it
+    (`data.train_examples`): the labelled set of a data-efficiency study or of a fine-tuning
+    task with few labels. Classes and files laid out in runs keep their shares; the held-out
+    split is the source's own, whole."""
+
+    def __init__(self, source, count):
+        self.source = source
+        self.indices = batches.evenly_spaced_indices(source.info.num_train, count)
+        self.info = dataclasses.replace(source.info, num_train=len(self.indices))
+
+    def tokenizer(self):
+        return self.source.tokenizer()
+
+    def read(self, split, indices):
+        indices = np.asarray(indices, np.int64)
+        return self.source.read(split, self.indices[indices] if split == "train" else indices)
+
+    def _make_gather(self):
+        inner = self.source._make_gather()  # pylint: disable=protected-access  (the source it narrows)
+        table = tf.constant(self.indices)
+        return lambda indices, positions: inner(tf.gather(table, indices), positions)
