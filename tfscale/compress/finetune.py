@@ -19,16 +19,18 @@ def phase_config(config, steps, learning_rate):
     return c
 
 
-def fit(run, make_model, steps, learning_rate, seed_offset=0, name="phase", callbacks=()):
+def fit(run, make_model, steps, learning_rate, seed_offset=0, name="phase", callbacks=(), dataset_fn=None):
     """Builds `make_model()` (an AccumulatingModel) in the run's strategy scope, compiles it like
-    the run's model and trains it for `steps` optimizer updates; returns it."""
+    the run's model and trains it for `steps` optimizer updates; returns it. `dataset_fn`
+    (global batch size, seed) -> `dataset_fn(input_context)` replaces the run's training data."""
     c = phase_config(run.config, steps, learning_rate)
     with run.strategy.scope():
         model = make_model()
         optimizer = precision.wrap_optimizer(optim.build_optimizer(c, model.network), run.policy)
         optimizer.build(model.network.trainable_variables)
         trainer.compile_model(model, optimizer, c.train.loss)
-    train_fn = run.data.train_dataset_fn(c.train.batch_size, c.seed + seed_offset, 0, steps)
+    make = dataset_fn or (lambda batch, seed: run.data.train_dataset_fn(batch, seed, 0, steps))
+    train_fn = make(c.train.batch_size, c.seed + seed_offset)
     dataset = run.strategy.distribute_datasets_from_function(train_fn)
     history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
     logging.info("%s: %d updates, final training loss %.4f", name, steps, history.history["loss"][-1])

@@ -33,6 +33,10 @@ def defaults():
     c.distill.alpha = 0.1  # weight of the hard-label loss; 1 - alpha for the teacher's
     c.distill.steps = 0  # optimizer updates of the student; 0 = train.num_steps
     c.distill.student = ml_collections.ConfigDict()  # a `model` section: name + knobs
+    # A transfer set: a data name whose training inputs (labels unused) the teacher also labels,
+    # added to every update of the distilled student; "" = the labelled training data only.
+    c.distill.transfer_data = ""
+    c.distill.transfer_batch_size = 0  # transfer examples per update; 0 = train.batch_size
     return c
 
 
@@ -144,6 +148,8 @@ def _validate_distill(d):
     require(d.temperature > 0, f"compress.distill.temperature must be > 0, got {d.temperature}")
     require(0 <= d.alpha <= 1, f"compress.distill.alpha must be in [0, 1], got {d.alpha}")
     require(d.steps >= 0, f"compress.distill.steps must be >= 0, got {d.steps}")
+    require(d.get("transfer_batch_size", 0) >= 0,
+            f"compress.distill.transfer_batch_size must be >= 0, got {d.get('transfer_batch_size')}")
     require("name" in d.student, "compress.distill.student has no model name; set "
                                 "compress.distill.student.name and its knobs in the config")
     require(d.student.name in models.MODELS, f"unknown compress.distill.student model {d.student.name!r}; "

@@ -63,7 +63,10 @@ def _student(run, start, distilled=True):
 
     steps = d.steps or run.config.train.num_steps
     name = "distillation" if distilled else "student alone"
-    return finetune.fit(run, model, steps, run.config.optimizer.learning_rate, 0, name).network, None
+    transfer = d.get("transfer_data", "") if distilled else ""
+    dataset_fn = distill.transfer_dataset_fn(run, transfer, d.get("transfer_batch_size", 0), steps) if transfer else None
+    return finetune.fit(run, model, steps, run.config.optimizer.learning_rate, 0, name,
+                        dataset_fn=dataset_fn).network, None
 
 
 # network source -> Source(fine-tuning phase (None: the trained network as it is), the source

@@ -14,7 +14,7 @@ import tf_keras as keras
 
 from tfscale import importing
 from tfscale.errors import ConfigError
-from tfscale.models import cnn, mlp, transformer_encoder, transformer_lm
+from tfscale.models import cnn, mlp, text_cnn, transformer_encoder, transformer_lm
 from tfscale.models.card import CONVENTIONS, ModelCard, describe
 
 MODELS = {
@@ -22,6 +22,7 @@ MODELS = {
     "cnn": cnn.build,
     "transformer_lm": transformer_lm.build,
     "transformer_encoder": transformer_encoder.build,
+    "text_cnn": text_cnn.build,
 }
 
 

@@ -42,7 +42,7 @@ def rows_sharing_a_span(rows, reference):
 def _with(data_config, name):
     c = data_config.copy_and_resolve_references()
     c.unlock()
-    c.name, c.mask_rate = name, 0.0
+    c.name, c.mask_rate, c.train_examples = name, 0.0, 0
     return c
 
 
