@@ -86,27 +86,15 @@ def _copy(src, dst):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A trained digits MLP, then every command of the tests below, two at a time."""
+    """A trained digits MLP (in this process, while the commands that do not need it start), then
+    every command of the tests below, two at a time."""
+    from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+    import tfscale  # pylint: disable=import-outside-toplevel
     tmp = str(tmp_path_factory.mktemp("export_checks"))
     base = os.path.join(tmp, "mlp")
-    proc = _script("experiments.train", [MLP, f"--workdir={base}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    no_pb = _copy(base, os.path.join(tmp, "no_pb"))
-    os.remove(os.path.join(no_pb, "export", "saved_model", "saved_model.pb"))
-    no_export = _copy(base, os.path.join(tmp, "no_export"))
-    shutil.rmtree(os.path.join(no_export, "export", "saved_model"))
-    killed = _copy(base, os.path.join(tmp, "killed"))
-    os.remove(os.path.join(killed, "summary.json"))  # written last: a run killed mid-export has none
     jobs = {
-        "int8_scrambled": ("experiments.compress", [MLP, "--config.compress.variants=int8"], "int8_scrambled",
-                           _copy(base, os.path.join(tmp, "int8"))),
-        "float16_scaled": ("experiments.compress", [MLP, "--config.compress.variants=float32,float16"],
-                           "float16_scaled", _copy(base, os.path.join(tmp, "float16"))),
         "saved_model_scaled": ("experiments.train", [MLP], "saved_model_scaled", os.path.join(tmp, "fresh")),
-        "killed_mid_export": ("experiments.train", [MLP], "killed_mid_export", killed),
         "lm": ("experiments.compress", LM, None, os.path.join(tmp, "lm")),
-        "no_pb": ("experiments.evaluate", [], None, no_pb),
-        "no_export": ("experiments.evaluate", [], None, no_export),
     }
     before = {name: _snapshot(job[3]) for name, job in jobs.items()}
 
@@ -116,8 +104,27 @@ def runs(tmp_path_factory):
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(run, name) for name in jobs}
+        tfscale.train(tiny_config(), base)  # the config `MLP` gives the commands
+        no_pb = _copy(base, os.path.join(tmp, "no_pb"))
+        os.remove(os.path.join(no_pb, "export", "saved_model", "saved_model.pb"))
+        no_export = _copy(base, os.path.join(tmp, "no_export"))
+        shutil.rmtree(os.path.join(no_export, "export", "saved_model"))
+        killed = _copy(base, os.path.join(tmp, "killed"))
+        os.remove(os.path.join(killed, "summary.json"))  # written last: a run killed mid-export has none
+        later = {
+            "int8_scrambled": ("experiments.compress", [MLP, "--config.compress.variants=int8"], "int8_scrambled",
+                               _copy(base, os.path.join(tmp, "int8"))),
+            "float16_scaled": ("experiments.compress", [MLP, "--config.compress.variants=float32,float16"],
+                               "float16_scaled", _copy(base, os.path.join(tmp, "float16"))),
+            "killed_mid_export": ("experiments.train", [MLP], "killed_mid_export", killed),
+            "no_pb": ("experiments.evaluate", [], None, no_pb),
+            "no_export": ("experiments.evaluate", [], None, no_export),
+        }
+        before.update({name: _snapshot(job[3]) for name, job in later.items()})
+        jobs.update(later)
+        futures.update({name: pool.submit(run, name) for name in later})
         results = {name: (f.result(), jobs[name][3], before[name]) for name, f in futures.items()}
-    results["base"] = (proc, base, None)
+    results["base"] = (None, base, None)
     return results
 
 
@@ -163,8 +170,9 @@ def test_folder_of_a_killed_export_is_removed_by_the_next_export(runs, tmp_path)
     export_dir = os.path.join(workdir, "export")
     leftovers = glob.glob(os.path.join(export_dir, "saved_model.tmp-*"))
     assert len(leftovers) == 1 and os.listdir(leftovers[0])  # what the killed process left
-    proc = _script("experiments.train", [MLP, f"--workdir={workdir}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+    import tfscale  # pylint: disable=import-outside-toplevel
+    tfscale.train(tiny_config(), workdir)  # the next export, in this process: the same config as `MLP`
     assert sorted(os.listdir(export_dir)) == ["saved_model"]
 
 
