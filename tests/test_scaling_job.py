@@ -64,11 +64,29 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     assert variants["dynamic_range"]["size_bytes"] < variants["float32"]["size_bytes"]
     assert (workdir / "fit" / "scaling.png").stat().st_size > 10_000
     assert "Compute-optimal for C" in proc.stdout and "| float16 |" in proc.stdout
-    # a re-run finds everything done: no sweep run and no update is trained again
-    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "0 to run" in again.stderr and "already trained" in again.stderr
+    # a re-run (in this process, on the command's config) finds everything done: no sweep run
+    # and no update is trained again
+    logged = _logged(main_job.run_main_job, scaling_lm.get_config("tiny"), str(workdir))
+    assert "0 to run" in logged and "already trained" in logged
     assert results.read(str(workdir / "sweep" / "results.jsonl")) == recorded
+
+
+def _logged(fn, *args):
+    """What `fn(*args)` logs through absl at INFO and up, as the commands log."""
+    import logging as std_logging  # pylint: disable=import-outside-toplevel
+    from absl import logging  # pylint: disable=import-outside-toplevel
+    records = []
+    handler = std_logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_logger().addHandler(handler)
+    try:
+        fn(*args)
+    finally:
+        logging.get_absl_logger().removeHandler(handler)
+        logging.set_verbosity(verbosity)
+    return "\n".join(records)
 
 
 def test_final_config_keeps_the_recipe_at_the_chosen_size():
