@@ -58,6 +58,9 @@ def test_the_tiny_recipe_runs_every_stage_and_writes_the_table_with_every_row(fi
     assert set(saved["goals"]) == {"pretraining_helps", "distillation_helps", "int8_close", "student_share",
                                    "wall_time"}
     assert saved["goals"]["wall_time"]["measured"] and "Goals, as measured" in markdown
+    # the distilled student also learnt from the transfer set, and the table says so
+    assert saved["distillation"]["transfer_data"] == "tfscale.recipe.corpus:pycode_without_task_heldout"
+    assert "inputs of tfscale.recipe.corpus:pycode_without_task_heldout that only the teacher labels" in markdown
 
 
 def test_the_student_has_at_most_a_tenth_of_the_teachers_parameters(finished):

@@ -190,6 +190,10 @@ def run(config, workdir):
     wall = time.time() - t0
     report = table.report(per_seed, baseline, pretrain, teacher_params, student_params, config.recipe)
     report["quantized"] = config.recipe.quantized
+    d = config.finetune.compress.distill
+    report["distillation"] = {"temperature": d.temperature, "alpha": d.alpha, "steps": d.steps,
+                              "transfer_data": d.get("transfer_data", ""),
+                              "transfer_batch_size": d.get("transfer_batch_size", 0) or config.finetune.train.batch_size}
     report.update(seeds=seeds, workdir=workdir, stage_seconds=timings, wall_seconds=wall,
                   every_stage_ran=all(ran))
     report["goals"] = table.goals(report, config.recipe)

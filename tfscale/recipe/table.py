@@ -111,8 +111,13 @@ def markdown(report_):
                      f"{_cell(row['macro_f1'], '.4f')} | {_cell(row['size_bytes'], '.0f')} | "
                      f"{_cell(row['latency_ms'], '.3f')} |")
     p, g = report_["pretraining"], report_["goals"]
-    lines += ["", f"Pretraining: {p['steps']} updates, held-out masked-token accuracy {p['eval_accuracy']:.4f}.",
-              "", "Goals, as measured:", ""]
+    lines += ["", f"Pretraining: {p['steps']} updates, held-out masked-token accuracy {p['eval_accuracy']:.4f}."]
+    d = report_.get("distillation")
+    if d:
+        transfer = (f"; each update adds {d['transfer_batch_size']} inputs of {d['transfer_data']} that only the "
+                    "teacher labels" if d["transfer_data"] else "")
+        lines.append(f"Distillation: T = {d['temperature']}, alpha {d['alpha']}, {d['steps']} updates{transfer}.")
+    lines += ["", "Goals, as measured:", ""]
 
     def verdict(ok):
         return "not measured" if ok is None else ("met" if ok else "NOT met")
