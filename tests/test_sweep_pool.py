@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -34,6 +35,12 @@ def crashing_train(config, workdir, callbacks):
         os._exit(3)  # pylint: disable=protected-access
     if size == "c":
         raise RuntimeError("boom\nsecond line")
+    return fake_train(config, workdir, callbacks)
+
+
+def slow_train(config, workdir, callbacks):
+    """`fake_train` after a few seconds: runs still under way when the pool is stopped."""
+    time.sleep(4)
     return fake_train(config, workdir, callbacks)
 
 
@@ -112,6 +119,40 @@ def test_pool_records_a_crashing_worker_as_failed_and_retries_it(tmp_path):
     again = sweep.run_sweep(tiny_sweep(**sweep_keys, workers=1), str(tmp_path), train_fn=fake_train)
     assert sorted(again["ran"]) == ["b_T4.1e3", "c_T4.1e3"] and again["skipped"] == 1 and not again["failed"]
     assert {r["status"] for r in results.read(out["results"])} == {"ok"}
+
+
+def test_two_workers_take_every_run_in_two_processes_and_match_one_process(tmp_path, caplog):
+    sweep_keys = dict(sizes=scaling_lm.get_config("tiny").sweep.sizes[:3], num_tokens=(4096, 8192))
+    with caplog.at_level("INFO", logger="absl"):
+        pooled = sweep.run_sweep(tiny_sweep(**sweep_keys, workers=2), str(tmp_path / "pool"), train_fn=fake_train)
+    started = [r.getMessage() for r in caplog.records if " started (pid " in r.getMessage()]
+    assert len(started) == 2, started  # one process per worker, not one per run
+    serial = sweep.run_sweep(tiny_sweep(**sweep_keys, workers=1), str(tmp_path / "serial"), train_fn=fake_train)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_seconds", "finished_at")} for r in rows]  # noqa
+    assert len(pooled["ran"]) == 6 and not pooled["failed"]
+    assert strip(results.read(pooled["results"])) == strip(results.read(serial["results"]))
+
+
+def test_sigterm_with_runs_still_pending_stops_the_pool_after_the_runs_under_way(tmp_path):
+    sweep_keys = dict(sizes=scaling_lm.get_config("tiny").sweep.sizes[:3], num_tokens=(4096, 8192))
+    rows = lambda: glob.glob(str(tmp_path / "results" / "*.json"))  # noqa: E731
+
+    def stop_once_a_run_started():
+        _wait(lambda: glob.glob(str(tmp_path / "logs" / "*.log")), 120, "a run to start")
+        time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_once_a_run_started, daemon=True)
+    stopper.start()
+    t0 = time.time()
+    try:
+        sweep.run_sweep(tiny_sweep(**sweep_keys, workers=2), str(tmp_path), train_fn=slow_train)
+        raise AssertionError("the pool was not stopped")
+    except sweep_pool.Stopped as e:
+        assert e.exit_code == 143
+    stopper.join()
+    assert time.time() - t0 < 90  # it did not wait for (or hang on) the four runs never started
+    assert len(rows()) < 6
 
 
 def _locked(path):

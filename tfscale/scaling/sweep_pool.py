@@ -1,4 +1,4 @@
-"""A local pool: several sweep runs at once, each in a process of its own (`sweep_worker`).
+"""A local pool: several sweep runs at once, each in a worker process of its own (`sweep_worker`).
 
 Small models use a few cores badly, so on a CPU host N single-threaded runs side by side get
 more done than one run on N threads; on a GPU host each worker gets one GPU. Separate processes,
@@ -6,6 +6,8 @@ because TensorFlow's thread pools and devices are fixed per process, and because
 crashes (a segfault, the OOM killer) then takes only itself down: it is recorded as `failed`
 with its exit and its last log line, and the pool goes on.
 
+Each worker process imports TensorFlow once and takes one run after another (`sweep_worker`);
+a worker that dies is recorded against its run and replaced for the next one.
 The parent starts the cheapest pending run whenever a worker is free, keeps the only progress
 line (workers send their fractions over a pipe; their output goes to DIR/logs/NAME.log), and
 forwards SIGTERM and Ctrl-C to the workers, which save a checkpoint and exit 143/130; then it
@@ -30,7 +32,7 @@ from absl import logging
 from tfscale import callbacks, io, launch
 from tfscale.errors import ConfigError
 from tfscale.scaling import sweep_results, sweep_run
-from tfscale.scaling.sweep_worker import PROGRESS_FD
+from tfscale.scaling.sweep_worker import DONE, PROGRESS_FD
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 STOP_GRACE_SECONDS = launch.ORPHAN_GRACE_SECONDS  # after an error in the parent: SIGTERM, then SIGKILL
 
@@ -108,13 +110,13 @@ class Stopped(callbacks.Preempted):
         self.step, self.checkpoint_path, self.exit_code = None, None, 128 + signum  # 143 or 130
 
 
-class _Worker:
-    """One run in its own process, with the read end of its progress pipe."""
+class _Process:
+    """A worker process of one slot, with the read end of its progress pipe. It runs one run
+    after another; `done` turns true when the run under way has recorded its row."""
 
-    def __init__(self, planned, slot, proc, fd, log_path, log_start):
-        self.planned, self.slot, self.proc, self.fd, self.log_path = planned, slot, proc, fd, log_path
-        self.log_start = log_start  # this attempt's part of the log
-        self.fraction, self.pending, self.t0 = 0.0, b"", time.time()
+    def __init__(self, slot, proc, fd):
+        self.slot, self.proc, self.fd = slot, proc, fd
+        self.pending, self.fraction, self.done, self.open = b"", 0.0, False, True
 
     def read(self):
         """Takes in what the worker reported; False at the end of the pipe."""
@@ -122,11 +124,30 @@ class _Worker:
         lines = (self.pending + data).split(b"\n")
         self.pending = lines.pop()
         for line in lines:
+            if line == DONE:
+                self.done = True
+                continue
             try:
                 self.fraction = min(1.0, max(0.0, float(line)))
             except ValueError:
                 pass
         return bool(data)
+
+    def send(self, obj):
+        """False when the process is gone (its exit is recorded by the pool)."""
+        try:
+            self.proc.stdin.write(pickle.dumps(obj))
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def close_input(self):
+        """No more runs: the worker exits 0 once it has read what it was sent."""
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
 
     def signal(self, signum):
         if self.proc.poll() is None:
@@ -134,6 +155,20 @@ class _Worker:
                 self.proc.send_signal(signum)
             except ProcessLookupError:
                 pass
+
+
+class _Worker:
+    """The run under way in a slot's process."""
+
+    def __init__(self, planned, process, log_path, log_start):
+        self.planned, self.process, self.log_path = planned, process, log_path
+        self.slot, self.proc = process.slot, process.proc
+        self.log_start = log_start  # this attempt's part of the log
+        self.t0 = time.time()
+
+    @property
+    def fraction(self):
+        return self.process.fraction
 
 
 _NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages|--- \d{4}-)")  # info lines, our headers
@@ -159,7 +194,8 @@ class Pool:
         self.pending = collections.deque(todo)
         self.progress, self.on_result = progress, on_result
         self.free = list(range(workers.count))
-        self.active = {}  # fd -> _Worker
+        self.active = {}  # slot -> _Worker: the run under way there
+        self.processes = {}  # slot -> _Process, kept from one run to the next
         self.selector = selectors.DefaultSelector()
         self.signum = 0
         self.ran, self.failed, self.stopped = [], [], []
@@ -183,17 +219,26 @@ class Pool:
         if threading.current_thread() is threading.main_thread():
             previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while self.pending or self.active:
+            while (self.pending and not self.signum) or self.active:  # stopped: only what runs ends
                 while self.free and not self.signum and (planned := self._next_ready()):
                     self._start(planned)
                 for key, _ in self.selector.select(timeout=0.5):
-                    worker = self.active[key.fd]
-                    if not worker.read():
+                    process = key.data
+                    if not process.read():
                         self.selector.unregister(key.fd)
+                        process.open = False
                 for worker in list(self.active.values()):
-                    if worker.proc.poll() is not None:
-                        self._finish(worker)
+                    if worker.process.done:
+                        self._finish(worker, 0)
+                    elif worker.proc.poll() is not None:
+                        self._drain(worker.process)
+                        if worker.process.done:  # it recorded its row, then exited
+                            self._finish(worker, 0)
+                        else:
+                            self._finish(worker, worker.proc.returncode)
+                        self._discard(worker.process)
                 self.progress.update_pool(self._fractions())
+            self._close_all()
         except BaseException:
             self._stop_all()
             raise
@@ -219,48 +264,89 @@ class Pool:
                             signal.Signals(signum).name, len(self.active))
         self.signum = self.signum or signum
         self.stopped = self.stopped or [w.planned.name for w in self.active.values()]
-        for worker in self.active.values():
-            worker.signal(signum)
+        for process in self.processes.values():
+            if process.slot in self.active:
+                process.signal(signum)
+            else:
+                process.close_input()  # idle: it exits 0
 
     def _fractions(self):
         return [(w.planned, w.fraction) for w in sorted(self.active.values(), key=lambda w: w.slot)]
 
-    def _start(self, planned):
-        slot = self.free.pop(0)
+    def _spawn(self, slot, log):
+        """A new worker process for `slot`, its output at first to `log` (each run moves it)."""
         read_fd, write_fd = os.pipe()
-        log_path = os.path.join(self.log_dir, os.path.basename(sweep_results.row_path("", planned.name))[:-5] + ".log")
-        spec = {"sys_path": list(sys.path), "threads": self.workers.threads, "cpu_peak": self.cpu_peak,
-                "payload": pickle.dumps({"config": self.config, "workdir": self.workdir, "planned": planned,
-                                         "train_fn": self.train_fn})}
         env = worker_env(self.workers, slot, len(self.workers.devices) > len(set(self.workers.devices)))
         env[PROGRESS_FD] = str(write_fd)
+        # A session of its own: Ctrl-C in the terminal reaches the parent, which forwards it once.
+        proc = subprocess.Popen([sys.executable, "-m", "tfscale.scaling.sweep_worker"], stdin=subprocess.PIPE,
+                                stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(write_fd,),
+                                start_new_session=True)
+        os.close(write_fd)
+        process = _Process(slot, proc, read_fd)
+        process.send({"sys_path": list(sys.path), "threads": self.workers.threads, "cpu_peak": self.cpu_peak})
+        self.processes[slot] = process
+        self.selector.register(read_fd, selectors.EVENT_READ, process)
+        logging.info("sweep: worker %d started (pid %d)", slot, proc.pid)
+        return process
+
+    def _start(self, planned):
+        slot = self.free.pop(0)
+        log_path = os.path.join(self.log_dir, os.path.basename(sweep_results.row_path("", planned.name))[:-5] + ".log")
+        payload = pickle.dumps({"config": self.config, "workdir": self.workdir, "planned": planned,
+                                "train_fn": self.train_fn})
         with open(log_path, "ab") as log:
             log_start = log.tell()
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {planned.name}\n".encode())
             log.flush()
-            # A session of its own: Ctrl-C in the terminal reaches the parent, which forwards it once.
-            proc = subprocess.Popen([sys.executable, "-m", "tfscale.scaling.sweep_worker"], stdin=subprocess.PIPE,
-                                    stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(write_fd,),
-                                    start_new_session=True)
-        os.close(write_fd)
-        try:
-            proc.stdin.write(pickle.dumps(spec))
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # it died at once; _finish records how
-        worker = _Worker(planned, slot, proc, read_fd, log_path, log_start)
-        self.active[read_fd] = worker
-        self.selector.register(read_fd, selectors.EVENT_READ)
-        logging.info("sweep: %s started in worker %d (pid %d, log %s)", planned.name, slot, proc.pid, log_path)
+            process = self.processes.get(slot)
+            if process is None or process.proc.poll() is not None:
+                if process is not None:
+                    self._discard(process)
+                process = self._spawn(slot, log)
+        process.done, process.fraction = False, 0.0
+        process.send({"payload": payload, "log_path": log_path})  # if it died, _finish records how
+        self.active[slot] = _Worker(planned, process, log_path, log_start)
+        logging.info("sweep: %s started in worker %d (pid %d, log %s)", planned.name, slot, process.proc.pid,
+                     log_path)
 
-    def _finish(self, worker):
-        del self.active[worker.fd]
-        if worker.fd in self.selector.get_map():
-            self.selector.unregister(worker.fd)
-        os.close(worker.fd)
+    def _drain(self, process):
+        """What an exited worker still had in its pipe (its `done`, if it got that far)."""
+        while process.open:
+            try:
+                if not process.read():
+                    break
+            except OSError:
+                break
+
+    def _discard(self, process):
+        """An exited worker's slot loses its process; the next run there starts a new one."""
+        if process.open and process.fd in self.selector.get_map():
+            self.selector.unregister(process.fd)
+        process.open = False
+        try:
+            os.close(process.fd)
+        except OSError:
+            pass
+        if self.processes.get(process.slot) is process:
+            del self.processes[process.slot]
+
+    def _close_all(self):
+        """Every run is done: the idle workers are told so and exit."""
+        for process in list(self.processes.values()):
+            process.close_input()
+        deadline = time.time() + STOP_GRACE_SECONDS
+        for process in list(self.processes.values()):
+            try:
+                process.proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                process.proc.kill()
+            self._discard(process)
+
+    def _finish(self, worker, code):
+        del self.active[worker.slot]
         self.free.append(worker.slot)
         self.free.sort()
-        code = worker.proc.returncode
         stopped_codes = (128 + self.signum, -self.signum)
         if self.signum and code in stopped_codes:
             logging.info("sweep: %s stopped (%s); a re-run resumes it", worker.planned.name, launch.describe_exit(code))
@@ -287,11 +373,12 @@ class Pool:
 
     def _stop_all(self):
         """The parent failed: stop the workers (they checkpoint), then end any that linger."""
-        for worker in self.active.values():
-            worker.signal(signal.SIGTERM)
+        for process in self.processes.values():
+            process.signal(signal.SIGTERM)
+            process.close_input()
         deadline = time.time() + STOP_GRACE_SECONDS
-        for worker in self.active.values():
+        for process in list(self.processes.values()):
             try:
-                worker.proc.wait(max(0.1, deadline - time.time()))
+                process.proc.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                worker.proc.kill()
+                process.proc.kill()

@@ -1,9 +1,15 @@
-"""One sweep run in a process of its own: what a pool worker runs (`sweep_pool`).
+"""A pool worker: one process that runs sweep runs one after another (`sweep_pool`).
 
-  python -m tfscale.scaling.sweep_worker < spec    (a pickle the pool writes)
+  python -m tfscale.scaling.sweep_worker < specs    (pickles the pool writes)
 
-Exit 0 once the run's row (ok or failed) is recorded; 143/130 after a SIGTERM or Ctrl-C saved a
-checkpoint (nothing recorded: a re-run resumes); anything else is a crash the pool records.
+The first pickle sets the process up (import path, threads, the CPU peak); each later one is a
+run (its config, workdir, plan entry and log file). TensorFlow is imported once per worker,
+not once per run: on a CPU host that start-up is a large share of a short run. Between runs
+the Keras session is cleared, as in a sweep run one after another in one process. After each
+run the worker writes `done` on its progress pipe; the row (ok or failed) is recorded by then.
+End of input: exit 0. SIGTERM or Ctrl-C: the run saves a checkpoint and the worker exits
+143/130 (nothing recorded: a re-run resumes). Any other exit is a crash the pool records
+against the run under way.
 """
 import os
 import pickle
@@ -11,6 +17,7 @@ import sys
 import time
 
 PROGRESS_FD = "TFSCALE_SWEEP_PROGRESS_FD"  # the worker's end of its progress pipe
+DONE = b"done"  # the line that ends a run on the progress pipe
 
 
 class PipeReporter:
@@ -19,15 +26,22 @@ class PipeReporter:
     def __init__(self, fd):
         self.fd, self.last = fd, 0.0
 
+    def _send(self, line):
+        try:
+            os.write(self.fd, line + b"\n")
+        except OSError:  # the pool is gone; watch_launcher stops this process
+            self.fd = None
+
     def update(self, planned, fraction, force=False):  # pylint: disable=unused-argument
         now = time.time()
         if self.fd is None or (not force and now - self.last < 0.5):
             return
         self.last = now
-        try:
-            os.write(self.fd, f"{fraction:.4f}\n".encode())
-        except OSError:  # the pool is gone; watch_launcher stops this process
-            self.fd = None
+        self._send(f"{fraction:.4f}".encode())
+
+    def done(self):
+        if self.fd is not None:
+            self._send(DONE)
 
 
 def _set_threads(threads):
@@ -37,10 +51,22 @@ def _set_threads(threads):
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def _output_to(path):
+    """This process's stdout and stderr (Python's and TensorFlow's) appended to `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def main():
-    spec = pickle.load(sys.stdin.buffer)
+    stdin = sys.stdin.buffer
+    spec = pickle.load(stdin)
     sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]  # a caller's own train_fn
     import tfscale  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (Keras 2 first)
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
     from tfscale import callbacks, launch, throughput, training  # pylint: disable=import-outside-toplevel
     from tfscale.scaling import progress, sweep_run  # pylint: disable=import-outside-toplevel
 
@@ -51,17 +77,24 @@ def main():
         _set_threads(spec["threads"])
     if spec["cpu_peak"]:
         throughput._cpu_peak = spec["cpu_peak"]  # pylint: disable=protected-access  (measured once by the pool)
-    job = pickle.loads(spec["payload"])
-    planned = job["planned"]
     fd = int(os.environ.get(PROGRESS_FD) or -1)
     reporter = PipeReporter(fd if fd >= 0 else None)
-    try:
-        sweep_run.run_one(job["config"], job["workdir"], planned, job["train_fn"] or training.train,
-                           (progress.progress_callback(reporter, planned),))
-    except callbacks.Preempted as e:
-        print(e, file=sys.stderr, flush=True)
-        sys.exit(e.exit_code)
-    sys.exit(0)
+    while True:
+        try:
+            run = pickle.load(stdin)
+        except EOFError:
+            sys.exit(0)
+        _output_to(run["log_path"])
+        job = pickle.loads(run["payload"])
+        planned = job["planned"]
+        keras.backend.clear_session()
+        try:
+            sweep_run.run_one(job["config"], job["workdir"], planned, job["train_fn"] or training.train,
+                              (progress.progress_callback(reporter, planned),))
+        except callbacks.Preempted as e:
+            print(e, file=sys.stderr, flush=True)
+            sys.exit(e.exit_code)
+        reporter.done()
 
 
 if __name__ == "__main__":
