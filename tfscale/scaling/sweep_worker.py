@@ -82,8 +82,10 @@ def main():
     while True:
         try:
             run = pickle.load(stdin)
-        except EOFError:
-            sys.exit(0)
+        except EOFError:  # no more runs; every row is written: skip TensorFlow's teardown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)  # pylint: disable=protected-access
         _output_to(run["log_path"])
         job = pickle.loads(run["payload"])
         planned = job["planned"]
