@@ -1,4 +1,5 @@
 """Test set-up: Keras 2, and the CPU split into 4 logical devices once per test process."""
+import contextlib
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -58,6 +59,24 @@ def assert_refused(fragment, workdir, data_overrides, through_command=False):
             tfscale.train(tiny_config(**{f"data__{k}": v for k, v in data_overrides.items()}), str(workdir))
         assert fragment in str(error.value) and "\n" not in str(error.value)
     assert not os.path.exists(workdir)
+
+
+@contextlib.contextmanager
+def absl_messages():
+    """The messages logged through absl at INFO and up inside the block, as the commands log."""
+    import logging as std_logging  # pylint: disable=import-outside-toplevel
+    from absl import logging  # pylint: disable=import-outside-toplevel
+    records = []
+    handler = std_logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_logger().addHandler(handler)
+    try:
+        yield records
+    finally:
+        logging.get_absl_logger().removeHandler(handler)
+        logging.set_verbosity(verbosity)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ arguments, whose ConfigError's first line is what the command prints after `erro
 import concurrent.futures
 import hashlib
 import json
-import logging as std_logging
 import math
 import os
 import subprocess
@@ -15,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import one_error_line
+from conftest import absl_messages, one_error_line
 from tfscale.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,7 +128,6 @@ def _run(script, cases, name, tmp):
 def _call(script, cases, name, tmp):
     """What the command calls with these arguments, in-process: the ConfigError's first line
     as the command prints it, and what was logged (INFO and up) before it."""
-    from absl import logging  # pylint: disable=import-outside-toplevel
     from experiments import cli  # pylint: disable=import-outside-toplevel
     from tfscale import scaling  # pylint: disable=import-outside-toplevel
     case, args, expected = _prepare(script, cases, name, tmp)
@@ -139,25 +137,15 @@ def _call(script, cases, name, tmp):
         flags.setdefault(key, []).append(value)
     one = lambda key, default=None: flags.get(key, [default])[-1]  # noqa: E731
     before = _snapshot(case)
-    records = []
-    handler = std_logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_logger().addHandler(handler)
-    try:
-        with pytest.raises(ConfigError) as error:
-            if script == "experiments.train":
-                cli.load_config_file(one("config"))
-            else:
-                target = one("target_loss")
-                scaling.fit_results(one("results"), one("workdir"), law=None if one("law", "auto") == "auto" else one("law"),
-                                    budgets=[float(v) for v in flags.get("compute_budget", [])],
-                                    target_loss=None if target is None else float(target),
-                                    bootstrap=int(one("bootstrap")), grid_stride=int(one("grid_stride")))
-    finally:
-        logging.get_absl_logger().removeHandler(handler)
-        logging.set_verbosity(verbosity)
+    with absl_messages() as records, pytest.raises(ConfigError) as error:
+        if script == "experiments.train":
+            cli.load_config_file(one("config"))
+        else:
+            target = one("target_loss")
+            scaling.fit_results(one("results"), one("workdir"), law=None if one("law", "auto") == "auto" else one("law"),
+                                budgets=[float(v) for v in flags.get("compute_budget", [])],
+                                target_loss=None if target is None else float(target),
+                                bootstrap=int(one("bootstrap")), grid_stride=int(one("grid_stride")))
     line = f"error: {str(error.value).strip().splitlines()[0]}"
     return line, "\n".join(records), expected, before, _snapshot(case)
 

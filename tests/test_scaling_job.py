@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from conftest import absl_messages
 from experiments.configs import scaling_lm
 from tfscale.scaling import main_job, results, sweep
 
@@ -73,19 +74,8 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
 
 def _logged(fn, *args):
     """What `fn(*args)` logs through absl at INFO and up, as the commands log."""
-    import logging as std_logging  # pylint: disable=import-outside-toplevel
-    from absl import logging  # pylint: disable=import-outside-toplevel
-    records = []
-    handler = std_logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_logger().addHandler(handler)
-    try:
+    with absl_messages() as records:
         fn(*args)
-    finally:
-        logging.get_absl_logger().removeHandler(handler)
-        logging.set_verbosity(verbosity)
     return "\n".join(records)
 
 

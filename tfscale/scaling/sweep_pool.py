@@ -333,8 +333,12 @@ class Pool:
 
     def _close_all(self):
         """Every run is done: the idle workers are told so and exit."""
-        for process in list(self.processes.values()):
+        for process in self.processes.values():
             process.close_input()
+        self._end_all()
+
+    def _end_all(self):
+        """Waits up to STOP_GRACE_SECONDS for every worker to exit, then kills any that linger."""
         deadline = time.time() + STOP_GRACE_SECONDS
         for process in list(self.processes.values()):
             try:
@@ -376,9 +380,4 @@ class Pool:
         for process in self.processes.values():
             process.signal(signal.SIGTERM)
             process.close_input()
-        deadline = time.time() + STOP_GRACE_SECONDS
-        for process in list(self.processes.values()):
-            try:
-                process.proc.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                process.proc.kill()
+        self._end_all()
