@@ -1,5 +1,6 @@
 """Per-run result files (shards, old folders, tf.io.gfile filesystems) and the local process pool:
 crashes recorded as failed, SIGTERM forwarded, a killed pool resumed with every run exactly once."""
+import dataclasses
 import fcntl
 import glob
 import json
@@ -205,3 +206,41 @@ def test_pool_forwards_sigterm_and_a_killed_pool_resumes_every_run_exactly_once(
     assert sorted(r["name"] for r in rows) == sorted(planned)  # each run exactly once
     assert all(r["status"] == "ok" and r["steps"] == planned[r["name"]] for r in rows)
     assert "launcher (pid" in "".join(open(p).read() for p in glob.glob(str(tmp_path / "logs" / "*.log")))
+
+
+def recording_train(config, workdir, callbacks):
+    """`fake_train` that leaves a file where it trained."""
+    os.makedirs(workdir, exist_ok=True)
+    open(os.path.join(workdir, "trained_here"), "w").close()
+    return fake_train(config, workdir, callbacks)
+
+
+def test_planned_runs_with_their_own_folders_train_there_on_a_pool(tmp_path):
+    """What the main job's plan check does: three runs side by side, each in its own folder,
+    their rows in the pool's workdir; a second call finds them finished."""
+    config = tiny_sweep(sizes=scaling_lm.get_config("tiny").sweep.sizes[:3], num_tokens=(4096,))
+    planned = sweep.plan(config)
+    own = [dataclasses.replace(r, run_dir=str(tmp_path / "own" / r.size)) for r in planned]
+    workdir = str(tmp_path / "check")
+    out = sweep.run_runs(config, workdir, own, [r.name for r in own], sweep_pool.Workers(3, 1),
+                         train_fn=recording_train)
+    assert sorted(out["ran"]) == sorted(r.name for r in own) and not out["failed"]
+    assert sorted(os.listdir(tmp_path / "own")) == ["a", "b", "c"]
+    assert all((tmp_path / "own" / r.size / "trained_here").exists() for r in own)
+    assert not os.path.exists(os.path.join(workdir, "runs"))
+    assert [r["status"] for r in results.read(out["results"])] == ["ok"] * 3
+    again = sweep.run_runs(config, workdir, own, [r.name for r in own], sweep_pool.Workers(1), train_fn=recording_train)
+    assert again["ran"] == [] and again["skipped"] == 3
+
+
+def test_the_plan_check_pool_has_one_single_threaded_worker_per_model_on_a_cpu_host():
+    from tfscale.scaling import main_job  # pylint: disable=import-outside-toplevel
+    config = scaling_lm.get_config()
+    cores = sweep_pool.cores()
+    expected = sweep_pool.Workers(3, max(1, cores // 3)) if cores > 1 else sweep_pool.Workers(1)
+    assert main_job.check_workers(config, 3) == expected
+    config.unlock()
+    config.sweep.workers = 1  # no pool for the sweep: none for the check either
+    assert main_job.check_workers(config, 3) == sweep_pool.Workers(1)
+    config.scaling.check_workers = 2  # a count of its own
+    assert main_job.check_workers(config, 3) == sweep_pool.Workers(2, max(1, cores // 2))

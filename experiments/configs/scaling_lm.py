@@ -87,6 +87,7 @@ def get_config(arg=None):
     c.scaling.grid_stride = 3 if cpu else 37  # every k-th start of the 4,500-point fit grid
     c.scaling.accum_steps = 2  # the final model trains with gradient accumulation
     c.scaling.max_added_sizes = 3  # sizes the job may add beyond the sweep to bracket N_opt
+    c.scaling.check_workers = 0  # the plan check's pool; 0: one worker per model on CPUs, the sweep's on GPUs
     c.compress.variants = "float32,dynamic_range,float16"
     c.compress.eval_examples = c.eval.max_examples  # the same held-out windows as the runs' eval_loss
     c.compress.latency_runs = 50 if cpu else 5

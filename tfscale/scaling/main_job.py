@@ -6,6 +6,7 @@
   DIR/final/                                      the chosen model: summary.json, export/,
                                                   compress/*.tflite, compression.json
   DIR/check/LABEL/                                the candidates beside it at the same compute
+  DIR/check/results.jsonl, logs/                  the three trainings' rows and (pool) logs
   DIR/scaling.json, DIR/scaling.md                everything above in one place
 
 Every stage resumes: finished sweep runs are skipped, the other runs resume from their
@@ -31,14 +32,33 @@ def choose_size(candidates, costs, num_params, swept_range):
     return min(inside, key=lambda c: abs(math.log(costs[c[0]][0] / num_params)))
 
 
+def final_overrides(config, overrides, num_steps, export=True):
+    """A model's overrides at budget C: the sweep's recipe at its own size and length, with
+    gradient accumulation (and an export for the final model)."""
+    return (*overrides, *sweep.length_overrides(config.sweep, num_steps),
+            ("train.accum_steps", config.scaling.accum_steps), ("export.saved_model", export),
+            ("checkpoint.every_steps", max(1, num_steps // 4)))
+
+
 def final_config(config, overrides, num_steps, export=True):
-    """A model's training config at budget C: the sweep's recipe at its own size and length,
-    with gradient accumulation (and an export for the final model)."""
-    c = sweep.apply_overrides(config, (
-        *overrides, *sweep.length_overrides(config.sweep, num_steps),
-        ("train.accum_steps", config.scaling.accum_steps), ("export.saved_model", export),
-        ("checkpoint.every_steps", max(1, num_steps // 4))))
-    return sweep.strip_sections(c)
+    """The training config `final_overrides` make."""
+    return sweep.strip_sections(sweep.apply_overrides(config, final_overrides(config, overrides, num_steps, export)))
+
+
+def check_workers(config, count):
+    """The plan check's pool: `scaling.check_workers`, or (0) one worker per model on a CPU host,
+    where a few single-threaded runs side by side beat one run on every core; a GPU host as the
+    sweep's pool would be (`sweep_pool.resolve`)."""
+    from tfscale.scaling import sweep_pool  # pylint: disable=import-outside-toplevel
+    workers = int(config.scaling.get("check_workers", 0))
+    if workers == 0 and int(config.sweep.get("workers", 0)) == 1:
+        workers = 1  # the sweep runs here, one run after another: so does the check
+    c = sweep.apply_overrides(config, (("sweep.workers", workers),))
+    resolved = sweep_pool.resolve(c)
+    if workers == 0 and not resolved.devices and resolved.count > 1:
+        cores = sweep_pool.cores()
+        return sweep_pool.Workers(count, max(1, cores // count))
+    return resolved
 
 
 def size_entry(label, overrides):
@@ -114,32 +134,47 @@ def run_main_job(config, workdir):
     t = time.time()
     final_dir = io.join(workdir, "final")
     below, above = plan_check.neighbours(candidates, costs, label)
-    models, summaries, times["plan_check_eval"], times["compress"] = [], {}, 0.0, 0.0
-    for role, size in (("chosen", label), ("below", below), ("above", above)):
-        if size is None:
-            continue
+    entries = [(role, size) for role, size in (("chosen", label), ("below", below), ("above", above)) if size]
+    runs, configs = [], {}
+    for role, size in entries:
         steps = plan_check.steps_at(budget, costs[size][1], batch)
-        cfg = final_config(config, dict(candidates)[size], steps, export=role == "chosen")
-        size_dir = final_dir if role == "chosen" else io.join(workdir, "check", size)
-        # Each trained run is handed on as it is: its held-out losses and (for the chosen
-        # size) its compressed variants come from the same object, never a rebuilt run.
-        with training.Run(cfg, size_dir, check_network=compress.check_network if role == "chosen" else None) as run:
+        overrides = final_overrides(config, dict(candidates)[size], steps, export=role == "chosen")
+        configs[size] = sweep.strip_sections(sweep.apply_overrides(config, overrides))
+        runs.append(sweep.PlannedRun(name=size, group=size, size=size, overrides=overrides, num_steps=steps,
+                                     cost=float(steps * batch * costs[size][1]), role=role,
+                                     run_dir=final_dir if role == "chosen" else io.join(workdir, "check", size)))
+    _check_compressible(configs[label])  # before anything trains
+    # The three train side by side (a pool, like the sweep's); then each is opened here as it
+    # was trained (a finished run restores its last checkpoint), for its held-out losses and
+    # (the chosen size) its compressed variants.
+    check_dir = io.join(workdir, "check")
+    trained = sweep.run_runs(config, check_dir, runs, [r.name for r in runs], check_workers(config, len(runs)),
+                             lock_name="plan-check")
+    rows_by = {r["name"]: r for r in results.read(trained["results"])}
+    for r in runs:
+        if rows_by.get(r.name, {}).get("status") != "ok":
+            raise ConfigError(f"plan check: {r.name} failed ({rows_by.get(r.name, {}).get('error', 'no result')}); "
+                              f"its log is in {io.join(check_dir, 'logs')}; re-run the same command to retry it")
+    times["plan_check_train"] = time.time() - t
+    models, summaries, times["plan_check_eval"], times["compress"] = [], {}, 0.0, 0.0
+    for r in runs:
+        cfg = configs[r.name]
+        with training.Run(cfg, r.run_dir) as run:
             summary = run.train()
             t_eval = time.time()
             losses = run.heldout_losses()
             times["plan_check_eval"] += time.time() - t_eval
-            if role == "chosen":
+            if r.role == "chosen":
                 t_compress = time.time()
                 compression, table = compress.compress_run(run)
                 times["compress"] += time.time() - t_compress
         keras.backend.clear_session()
-        summaries[size] = (cfg, summary)
+        summaries[r.name] = (cfg, summary)
         n, d, c = results.ndc_from_summary(summary, result["params_convention"])
-        models.append({"size": size, "role": role, "num_params": n, "num_tokens": d, "flops": c,
+        models.append({"size": r.name, "role": r.role, "num_params": n, "num_tokens": d, "flops": c,
                        "steps": summary["steps"], "learning_rate": cfg.optimizer.learning_rate,
-                       "eval_loss": summary["eval_loss"], "workdir": size_dir, "losses": losses,
+                       "eval_loss": summary["eval_loss"], "workdir": r.run_dir, "losses": losses,
                        "predicted_loss": float(laws.LAWS[result["law"]].loss(result["params"], n, d))})
-    times["plan_check_train"] = time.time() - t - times["plan_check_eval"] - times["compress"]
     check = {"flops": budget, **plan_check.compare(models, label)}
     logging.info("plan check: %s", check["sentence"])
     final, summary = summaries[label]
@@ -165,6 +200,15 @@ def run_main_job(config, workdir):
     text = markdown(job, rows, table)
     io.write_bytes(io.join(workdir, "scaling.md"), text.encode())
     return job, text
+
+
+def _check_compressible(cfg):
+    """The chosen size's compression variants, refused (one error) before anything trains."""
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+    from tfscale import compress, data, models  # pylint: disable=import-outside-toplevel
+    info = data.load(cfg.data, cfg.model.get("seq_len")).info
+    compress.check_network(cfg, models.build(cfg.model, info))
+    keras.backend.clear_session()
 
 
 def write_fit_report(fit_dir, result, rows):

@@ -30,7 +30,7 @@ from tfscale.scaling.sweep_spec import (apply_overrides, length_overrides, parse
                                         search_settings, strip_sections, sweep_defaults)
 
 __all__ = ["PlannedRun", "Progress", "RESULTS_FILE", "apply_overrides", "failed_row", "finished",
-           "length_overrides", "parse_search", "parse_size", "plan", "row_for", "run_one", "run_sweep",
+           "length_overrides", "parse_search", "parse_size", "plan", "row_for", "run_one", "run_runs", "run_sweep",
            "search_settings", "shard", "size_costs", "strip_sections", "sweep_defaults"]
 
 def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
@@ -45,11 +45,18 @@ def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
 
     workers = sweep_pool.resolve(config)  # first: on a GPU host this process leaves the GPUs to its workers
     planned = plan(config)
-    runs = shard(planned, shard_index, num_shards)
-    names = [r.name for r in planned]
+    return run_runs(config, workdir, shard(planned, shard_index, num_shards), [r.name for r in planned],
+                    workers, train_fn, lock_name=f"sweep-shard{shard_index}of{num_shards}")
+
+
+def run_runs(config, workdir, runs, names, workers, train_fn=None, lock_name="sweep"):
+    """Runs the `PlannedRun`s `runs` not yet finished in `workdir` on `workers`
+    (`sweep_pool.resolve`), recording their rows; DIR/results.jsonl lists `names` (every run of
+    the sweep, this shard's or not). What `run_sweep` and the main job's plan check share."""
+    from tfscale.scaling import sweep_pool  # pylint: disable=import-outside-toplevel
+
     # One process per shard: a second copy of the same shard would run and record runs twice.
-    with lock_lib.WorkdirLock(workdir, name=f"sweep-shard{shard_index}of{num_shards}") as lock, \
-            _heartbeat(lock):
+    with lock_lib.WorkdirLock(workdir, name=lock_name) as lock, _heartbeat(lock):
         done = finished(workdir)
         todo = [r for r in runs if r.name not in done]
         logging.info("sweep: %d runs in this shard, %d finished before, %d to run%s", len(runs),

@@ -19,6 +19,7 @@ class PlannedRun:
     compute_budget: float = 0.0
     after: str = ""  # a run that must have finished first (a wsd branch's trunk)
     role: str = ""  # "trunk": trained for its branches, not a budget's result
+    run_dir: str = ""  # where it trains; "" = DIR/runs/NAME of the sweep's workdir
 
 
 TRUNK_REF = "trunk:"  # train.init_from of a planned branch: "trunk:NAME@STEP", resolved in DIR/runs

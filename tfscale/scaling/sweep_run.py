@@ -55,14 +55,14 @@ def _lock_run_dir(run_dir):
 
 
 def run_one(config, workdir, planned, train_fn, callbacks=()):
-    """Trains one planned run into DIR/runs/NAME and records its row (ok, or failed with its
+    """Trains one planned run into DIR/runs/NAME (or its `run_dir`) and records its row (ok, or failed with its
     error: a failed run must not stop the sweep); returns the row. `callbacks.Preempted`
     propagates with nothing recorded: the next invocation resumes the run."""
     from tfscale import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
 
     run_config = strip_sections(apply_overrides(config, resolve_overrides(planned.overrides, workdir)))
-    run_dir = io.join(workdir, "runs", planned.name)
+    run_dir = planned.run_dir or io.join(workdir, "runs", planned.name)
     t0 = time.time()
     try:
         lock = _lock_run_dir(run_dir)
