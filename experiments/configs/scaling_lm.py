@@ -1,9 +1,10 @@
 """The main job: a scaling sweep of byte-level transformer LMs on `pycode`, then fit and plan.
 
 `python -m experiments.scaling --config=experiments/configs/scaling_lm.py --workdir=DIR` trains
-4 sizes (22 k to 171 k parameters, embeddings included) on 3 data budgets each, fits
+4 sizes (22 k to 171 k parameters, embeddings included) on 5 data budgets each, fits
 L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals, picks the compute-optimal size for
-`scaling.compute_budget`, trains it with gradient accumulation, compresses and exports it.
+`scaling.compute_budget`, trains it and its two neighbouring sizes at that compute (side by
+side), compresses and exports it.
 `experiments.sweep` runs the sweep part alone. Variant `tiny`: seconds, for tests; `gpu`: one
 GPU host (see `_gpu` for its sizes and the arithmetic of its time).
 
@@ -42,9 +43,11 @@ CANDIDATES = {
 SIZES["wide"] = {**SIZES[None], "n448k": CANDIDATES[None]["n448k"]}
 CANDIDATES["wide"] = {k: v for k, v in CANDIDATES[None].items() if k != "n448k"}
 PYCODE_EPOCH = 5.74e6  # training bytes of pycode (11,213 windows of 512)
-# 6,250 to 25,000 updates of 4 x 64 bytes: at 3,125 updates every size still ends near the same
-# loss (training is limited by its updates, not by N), which no additive law can follow.
-TOKENS = {None: (1.6e6, 3.2e6, 6.4e6), "tiny": (4096, 8192), "gpu": tuple(k * PYCODE_EPOCH for k in (1, 2, 4, 8)),
+# 6,250 to 25,000 updates of 4 x 64 bytes, sqrt(2) apart: five budgets from one trunk per size
+# (a budget between two others costs only its cooldown, 20 % of its length). Below 6,250 updates
+# every size ends near the same loss (training is limited by its updates, not by N), which no
+# additive law can follow, and a smaller first budget shortens every trunk's warmup.
+TOKENS = {None: (1.6e6, 2.26e6, 3.2e6, 4.53e6, 6.4e6), "tiny": (4096, 8192), "gpu": tuple(k * PYCODE_EPOCH for k in (1, 2, 4, 8)),
           "wide": (1.6e6, 3.2e6, 6.4e6, 12.8e6)}
 SEQ_LEN = {None: 64, "wide": 64, "tiny": 16, "gpu": 512}
 BATCH = {None: 4, "wide": 4, "tiny": 8, "gpu": 32}
