@@ -149,7 +149,7 @@ def run_main_job(config, workdir):
     # (the chosen size) its compressed variants.
     check_dir = io.join(workdir, "check")
     trained = sweep.run_runs(config, check_dir, runs, [r.name for r in runs], check_workers(config, len(runs)),
-                             lock_name="plan-check")
+                             lock_name="plan-check", label="plan check")
     rows_by = {r["name"]: r for r in results.read(trained["results"])}
     for r in runs:
         if rows_by.get(r.name, {}).get("status") != "ok":

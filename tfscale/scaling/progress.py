@@ -11,7 +11,8 @@ import time
 class Progress:
     """One line of progress over the whole sweep, weighted by planned FLOPs, with an ETA."""
 
-    def __init__(self, runs, stream=None):
+    def __init__(self, runs, stream=None, label="sweep"):
+        self.label = label  # what the line is of: the sweep, or the main job's plan check
         self.total = sum(r.cost for r in runs) or 1.0
         self.count = len(runs)
         self.done = 0.0
@@ -28,7 +29,7 @@ class Progress:
         share = done / self.total
         eta = elapsed * (1 - share) / share if share > 0 else float("nan")
         bar = "#" * int(30 * share) + "." * (30 - int(30 * share))
-        return (f"sweep [{bar}] {100 * share:5.1f}%  run {self.index}/{self.count} {planned.name} "
+        return (f"{self.label} [{bar}] {100 * share:5.1f}%  run {self.index}/{self.count} {planned.name} "
                 f"{100 * fraction:3.0f}%  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
 
     def update(self, planned, fraction, force=False):
@@ -43,7 +44,7 @@ class Progress:
         eta = elapsed * (1 - share) / share if share > 0 else float("nan")
         bar = "#" * int(30 * share) + "." * (30 - int(30 * share))
         running = ", ".join(f"{r.name} {100 * f:.0f}%" for r, f in active) or "-"
-        return (f"sweep [{bar}] {100 * share:5.1f}%  {self.index}/{self.count} done, running {running}  "
+        return (f"{self.label} [{bar}] {100 * share:5.1f}%  {self.index}/{self.count} done, running {running}  "
                 f"elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
 
     def update_pool(self, active, force=False):

@@ -49,7 +49,7 @@ def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
                     workers, train_fn, lock_name=f"sweep-shard{shard_index}of{num_shards}")
 
 
-def run_runs(config, workdir, runs, names, workers, train_fn=None, lock_name="sweep"):
+def run_runs(config, workdir, runs, names, workers, train_fn=None, lock_name="sweep", label="sweep"):
     """Runs the `PlannedRun`s `runs` not yet finished in `workdir` on `workers`
     (`sweep_pool.resolve`), recording their rows; DIR/results.jsonl lists `names` (every run of
     the sweep, this shard's or not). What `run_sweep` and the main job's plan check share."""
@@ -59,10 +59,10 @@ def run_runs(config, workdir, runs, names, workers, train_fn=None, lock_name="sw
     with lock_lib.WorkdirLock(workdir, name=lock_name) as lock, _heartbeat(lock):
         done = finished(workdir)
         todo = [r for r in runs if r.name not in done]
-        logging.info("sweep: %d runs in this shard, %d finished before, %d to run%s", len(runs),
+        logging.info("%s: %d runs in this shard, %d finished before, %d to run%s", label, len(runs),
                      len(runs) - len(todo), len(todo),
                      f" on {workers.count} workers" if workers.count > 1 and todo else "")
-        progress = Progress(todo)
+        progress = Progress(todo, label=label)
         try:
             if workers.count > 1 and todo:
                 ran, failed = sweep_pool.Pool(config, workdir, todo, train_fn, workers, progress,
