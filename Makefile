@@ -25,8 +25,12 @@ demo: setup
 digits: setup
 	$(PY) -m experiments.train --config=experiments/configs/digits_mlp.py --workdir=runs/digits_mlp
 
+# Test files are shared out over TEST_WORKERS processes (pytest-xdist), each file whole on one of
+# them (its module fixtures are built once); most tests are start-up and graph building, which
+# one process leaves a second core idle for.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 clean-venv:
 	rm -rf $(VENV)
