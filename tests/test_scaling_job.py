@@ -15,8 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     workdir = tmp_path / "job"
+    # the plan check's three trainings on a pool of 2 (the tiny sweep runs in this process)
     args = [sys.executable, "-m", "experiments.scaling", "--config=experiments/configs/scaling_lm.py:tiny",
-            f"--workdir={workdir}"]
+            f"--workdir={workdir}", "--config.scaling.check_workers=2"]
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = json.loads((workdir / "scaling.json").read_text())
@@ -41,9 +42,14 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     inside = [c[0] for c in candidates.values() if lo <= c[0] <= hi]
     ratio = lambda n: abs(math.log(n / plan["num_params"]))  # noqa: E731
     assert lo <= final["num_params"] <= hi and ratio(final["num_params"]) == min(map(ratio, inside))
+    assert final["overrides"] == dict(dict(sweep.parse_size(t, i) for i, t in
+                                           enumerate(config.scaling.candidate_sizes))[final["size"]])
     assert abs(final["flops"] / plan["flops"] - 1) < 0.05
     # the plan check: the chosen size and the candidates beside it, each for the same compute
     check = job["plan_check"]
+    check_rows = {r["name"]: r for r in results.read(str(workdir / "check" / "results.jsonl"))}
+    assert len(check_rows) == len(check["models"])
+    assert proc.stderr.count("started in worker") == len(check["models"])  # the check's pool, not the sweep
     by_n = sorted(candidates, key=lambda k: candidates[k][0])
     i = by_n.index(final["size"])
     assert [m["size"] for m in check["models"]] == by_n[max(0, i - 1):i + 2]
@@ -52,6 +58,7 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
         assert abs(m["heldout_loss"] - m["eval_loss"]) < 1e-4  # the same windows the run's eval_loss averages
         assert m["windows"] == config.eval.max_examples
         assert ("diff_se" in m) == (m["size"] != final["size"])
+        assert check_rows[m["size"]]["role"] == m["role"] and check_rows[m["size"]]["steps"] == m["steps"]
         assert (m["role"] == "chosen") == os.path.exists(os.path.join(m["workdir"], "export"))
     assert check["verdict"] in ("wins", "ties", "loses") and check["sentence"] in proc.stdout
     assert "## Plan check at C" in proc.stdout and "Peak learning rate against N" in proc.stdout
@@ -68,7 +75,9 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     # a re-run (in this process, on the command's config) finds everything done: no sweep run
     # and no update is trained again
     logged = _logged(main_job.run_main_job, scaling_lm.get_config("tiny"), str(workdir))
-    assert "0 to run" in logged and "already trained" in logged
+    n = len(check["models"])
+    assert f"plan check: {n} runs in this shard, {n} finished before, 0 to run" in logged
+    assert "already trained" in logged
     assert results.read(str(workdir / "sweep" / "results.jsonl")) == recorded
 
 

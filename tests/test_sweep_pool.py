@@ -233,14 +233,16 @@ def test_planned_runs_with_their_own_folders_train_there_on_a_pool(tmp_path):
     assert again["ran"] == [] and again["skipped"] == 3
 
 
-def test_the_plan_check_pool_has_one_single_threaded_worker_per_model_on_a_cpu_host():
-    from tfscale.scaling import main_job  # pylint: disable=import-outside-toplevel
+def test_the_plan_check_pool_has_one_worker_per_model_on_a_cpu_host():
+    from tfscale.scaling import check_runs  # pylint: disable=import-outside-toplevel
     config = scaling_lm.get_config()
     cores = sweep_pool.cores()
     expected = sweep_pool.Workers(3, max(1, cores // 3)) if cores > 1 else sweep_pool.Workers(1)
-    assert main_job.check_workers(config, 3) == expected
+    assert check_runs.workers(config, 3) == expected
     config.unlock()
-    config.sweep.workers = 1  # no pool for the sweep: none for the check either
-    assert main_job.check_workers(config, 3) == sweep_pool.Workers(1)
-    config.scaling.check_workers = 2  # a count of its own
-    assert main_job.check_workers(config, 3) == sweep_pool.Workers(2, max(1, cores // 2))
+    config.scaling.check_workers = 5  # a count of its own, never more than the models
+    assert check_runs.workers(config, 3) == expected
+    config.scaling.check_workers = 2
+    assert check_runs.workers(config, 3) == sweep_pool.Workers(2, max(1, cores // 2))
+    config.scaling.check_workers, config.sweep.workers = 0, 1  # no pool for the sweep: none for the check
+    assert check_runs.workers(config, 3) == sweep_pool.Workers(1)

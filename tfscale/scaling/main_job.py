@@ -6,7 +6,7 @@
   DIR/final/                                      the chosen model: summary.json, export/,
                                                   compress/*.tflite, compression.json
   DIR/check/LABEL/                                the candidates beside it at the same compute
-  DIR/check/results.jsonl, logs/                  the three trainings' rows and (pool) logs
+  DIR/check/results.jsonl, logs/                  the three trainings' rows and pool logs (`check_runs`)
   DIR/scaling.json, DIR/scaling.md                everything above in one place
 
 Every stage resumes: finished sweep runs are skipped, the other runs resume from their
@@ -19,7 +19,7 @@ from absl import logging
 
 from tfscale import io
 from tfscale.errors import ConfigError
-from tfscale.scaling import analysis, laws, learning_rates, plan_check, report, results, rounds, sweep
+from tfscale.scaling import analysis, check_runs, laws, learning_rates, plan_check, report, results, rounds, sweep
 
 
 def choose_size(candidates, costs, num_params, swept_range):
@@ -32,33 +32,10 @@ def choose_size(candidates, costs, num_params, swept_range):
     return min(inside, key=lambda c: abs(math.log(costs[c[0]][0] / num_params)))
 
 
-def final_overrides(config, overrides, num_steps, export=True):
-    """A model's overrides at budget C: the sweep's recipe at its own size and length, with
-    gradient accumulation (and an export for the final model)."""
-    return (*overrides, *sweep.length_overrides(config.sweep, num_steps),
-            ("train.accum_steps", config.scaling.accum_steps), ("export.saved_model", export),
-            ("checkpoint.every_steps", max(1, num_steps // 4)))
-
-
 def final_config(config, overrides, num_steps, export=True):
-    """The training config `final_overrides` make."""
-    return sweep.strip_sections(sweep.apply_overrides(config, final_overrides(config, overrides, num_steps, export)))
-
-
-def check_workers(config, count):
-    """The plan check's pool: `scaling.check_workers`, or (0) one worker per model on a CPU host,
-    where a few single-threaded runs side by side beat one run on every core; a GPU host as the
-    sweep's pool would be (`sweep_pool.resolve`)."""
-    from tfscale.scaling import sweep_pool  # pylint: disable=import-outside-toplevel
-    workers = int(config.scaling.get("check_workers", 0))
-    if workers == 0 and int(config.sweep.get("workers", 0)) == 1:
-        workers = 1  # the sweep runs here, one run after another: so does the check
-    c = sweep.apply_overrides(config, (("sweep.workers", workers),))
-    resolved = sweep_pool.resolve(c)
-    if workers == 0 and not resolved.devices and resolved.count > 1:
-        cores = sweep_pool.cores()
-        return sweep_pool.Workers(count, max(1, cores // count))
-    return resolved
+    """A model's training config at budget C: the sweep's recipe at its own size and length,
+    with gradient accumulation (and an export for the final model)."""
+    return check_runs.run_config(config, check_runs.final_overrides(config, overrides, num_steps, export))
 
 
 def size_entry(label, overrides):
@@ -89,7 +66,10 @@ def run_main_job(config, workdir):
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
     from tfscale import compress, training  # pylint: disable=import-outside-toplevel
 
+    from tfscale.scaling import sweep_pool  # pylint: disable=import-outside-toplevel
+
     t0 = time.time()
+    sweep_pool.resolve(config)  # first: on a multi-GPU host this process then leaves GPU memory to pool workers
     times = {"sweep": 0.0, "fit": 0.0}
     sizes = [sweep.parse_size(t, i) for i, t in enumerate(config.sweep.sizes)]
     candidates = [sweep.parse_size(t, i) for i, t in enumerate(config.scaling.candidate_sizes)]
@@ -131,37 +111,22 @@ def run_main_job(config, workdir):
     logging.info("compute-optimal for C = %.3g: N = %.3g, D = %.3g; training %s (N = %d) and its neighbours",
                  budget, plan["num_params"], plan["num_tokens"], label, costs[label][0])
 
-    t = time.time()
     final_dir = io.join(workdir, "final")
     below, above = plan_check.neighbours(candidates, costs, label)
-    entries = [(role, size) for role, size in (("chosen", label), ("below", below), ("above", above)) if size]
-    runs, configs = [], {}
-    for role, size in entries:
-        steps = plan_check.steps_at(budget, costs[size][1], batch)
-        overrides = final_overrides(config, dict(candidates)[size], steps, export=role == "chosen")
-        configs[size] = sweep.strip_sections(sweep.apply_overrides(config, overrides))
-        runs.append(sweep.PlannedRun(name=size, group=size, size=size, overrides=overrides, num_steps=steps,
-                                     cost=float(steps * batch * costs[size][1]), role=role,
-                                     run_dir=final_dir if role == "chosen" else io.join(workdir, "check", size)))
+    by_label = dict(candidates)
+    entries = [(role, size, by_label[size]) for role, size in (("chosen", label), ("below", below), ("above", above))
+               if size]
+    runs, configs = check_runs.plan(config, workdir, entries, budget, costs, batch)
     _check_compressible(configs[label])  # before anything trains
-    # The three train side by side (a pool, like the sweep's); then each is opened here as it
-    # was trained (a finished run restores its last checkpoint), for its held-out losses and
-    # (the chosen size) its compressed variants.
-    check_dir = io.join(workdir, "check")
-    trained = sweep.run_runs(config, check_dir, runs, [r.name for r in runs], check_workers(config, len(runs)),
-                             lock_name="plan-check", label="plan check")
-    rows_by = {r["name"]: r for r in results.read(trained["results"])}
-    for r in runs:
-        if rows_by.get(r.name, {}).get("status") != "ok":
-            raise ConfigError(f"plan check: {r.name} failed ({rows_by.get(r.name, {}).get('error', 'no result')}); "
-                              f"its log is in {io.join(check_dir, 'logs')}; re-run the same command to retry it")
+    t = time.time()
+    check_runs.train(config, workdir, runs)  # side by side; then each opened here as trained
     times["plan_check_train"] = time.time() - t
     models, summaries, times["plan_check_eval"], times["compress"] = [], {}, 0.0, 0.0
     for r in runs:
         cfg = configs[r.name]
+        t_eval = time.time()
         with training.Run(cfg, r.run_dir) as run:
-            summary = run.train()
-            t_eval = time.time()
+            summary = run.train()  # finished: its summary, and its last weights restored
             losses = run.heldout_losses()
             times["plan_check_eval"] += time.time() - t_eval
             if r.role == "chosen":
