@@ -112,3 +112,27 @@ def test_bad_text_cnn_knobs_are_one_config_error(knobs, fragment):
     with pytest.raises(tfscale.ConfigError) as error:
         models.build(config, info)
     assert fragment in str(error.value)
+
+
+def test_students_train_at_their_own_learning_rate_when_one_is_set(run, monkeypatch):
+    """compress.distill.learning_rate decouples the students from the teacher's rate (0: the same)."""
+    from tfscale.compress import variants  # pylint: disable=import-outside-toplevel
+    seen = []
+
+    def fake_fit(run_, make_model, steps, learning_rate, *args, **kwargs):  # pylint: disable=unused-argument
+        seen.append(learning_rate)
+        return type("Fitted", (), {"network": None})()
+
+    monkeypatch.setattr(finetune, "fit", fake_fit)
+    run.config.unlock()
+    student = run.config.compress.distill.student
+    run.config.compress.distill.student = run.config.model
+    try:
+        variants._student(run, (run.network, None), distilled=False)  # pylint: disable=protected-access
+        run.config.compress.distill.learning_rate = 3e-4
+        variants._student(run, (run.network, None), distilled=False)  # pylint: disable=protected-access
+    finally:
+        run.config.compress.distill.learning_rate = 0.0
+        run.config.compress.distill.student = student
+        run.config.lock()
+    assert seen == [run.config.optimizer.learning_rate, 3e-4]

@@ -32,6 +32,7 @@ def defaults():
     c.distill.temperature = 4.0
     c.distill.alpha = 0.1  # weight of the hard-label loss; 1 - alpha for the teacher's
     c.distill.steps = 0  # optimizer updates of the student; 0 = train.num_steps
+    c.distill.learning_rate = 0.0  # the students' peak rate; 0 = optimizer.learning_rate (the teacher's)
     c.distill.student = ml_collections.ConfigDict()  # a `model` section: name + knobs
     # A transfer set: a data name whose training inputs (labels unused) the teacher also labels,
     # added to every update of the distilled student; "" = the labelled training data only.
@@ -148,6 +149,8 @@ def _validate_distill(d):
     require(d.temperature > 0, f"compress.distill.temperature must be > 0, got {d.temperature}")
     require(0 <= d.alpha <= 1, f"compress.distill.alpha must be in [0, 1], got {d.alpha}")
     require(d.steps >= 0, f"compress.distill.steps must be >= 0, got {d.steps}")
+    require(d.get("learning_rate", 0.0) >= 0,
+            f"compress.distill.learning_rate must be >= 0 (0: optimizer.learning_rate), got {d.get('learning_rate')}")
     require(d.get("transfer_batch_size", 0) >= 0,
             f"compress.distill.transfer_batch_size must be >= 0, got {d.get('transfer_batch_size')}")
     require("name" in d.student, "compress.distill.student has no model name; set "

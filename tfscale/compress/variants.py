@@ -65,8 +65,8 @@ def _student(run, start, distilled=True):
     name = "distillation" if distilled else "student alone"
     transfer = d.get("transfer_data", "") if distilled else ""
     dataset_fn = distill.transfer_dataset_fn(run, transfer, d.get("transfer_batch_size", 0), steps) if transfer else None
-    return finetune.fit(run, model, steps, run.config.optimizer.learning_rate, 0, name,
-                        dataset_fn=dataset_fn).network, None
+    rate = d.get("learning_rate", 0.0) or run.config.optimizer.learning_rate
+    return finetune.fit(run, model, steps, rate, 0, name, dataset_fn=dataset_fn).network, None
 
 
 # network source -> Source(fine-tuning phase (None: the trained network as it is), the source
