@@ -8,7 +8,7 @@ import sys
 
 from conftest import absl_messages
 from experiments.configs import scaling_lm
-from tfscale.scaling import main_job, results, sweep
+from tfscale.scaling import check_runs, main_job, results, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,7 +91,7 @@ def _logged(fn, *args):
 def test_final_config_keeps_the_recipe_at_the_chosen_size():
     config = scaling_lm.get_config("tiny")
     label, overrides = sweep.parse_size(config.scaling.candidate_sizes[-1], 0)
-    final = main_job.final_config(config, overrides, 100)
+    final = check_runs.run_config(config, check_runs.final_overrides(config, overrides, 100))
     assert "sweep" not in final and "scaling" not in final
     assert final.model.d_model == dict(overrides)["model.d_model"] and final.train.num_steps == 100
     assert final.schedule.warmup_steps == 5 and final.train.accum_steps == 2 and final.export.saved_model

@@ -32,12 +32,6 @@ def choose_size(candidates, costs, num_params, swept_range):
     return min(inside, key=lambda c: abs(math.log(costs[c[0]][0] / num_params)))
 
 
-def final_config(config, overrides, num_steps, export=True):
-    """A model's training config at budget C: the sweep's recipe at its own size and length,
-    with gradient accumulation (and an export for the final model)."""
-    return check_runs.run_config(config, check_runs.final_overrides(config, overrides, num_steps, export))
-
-
 def size_entry(label, overrides):
     """A `sweep.sizes` entry for (label, overrides), as `sweep.parse_size` reads it back."""
     return f"{label}: " + ",".join(f"{k}={v}" for k, v in overrides)
@@ -65,7 +59,6 @@ def run_main_job(config, workdir):
     """Runs every stage into `workdir` and returns (the scaling.json dict, scaling.md text)."""
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
     from tfscale import compress, training  # pylint: disable=import-outside-toplevel
-
     from tfscale.scaling import sweep_pool  # pylint: disable=import-outside-toplevel
 
     t0 = time.time()
