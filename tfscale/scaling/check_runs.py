@@ -9,6 +9,7 @@ restores its last checkpoint and trains nothing) for its held-out losses and com
 from tfscale import io
 from tfscale.errors import ConfigError
 from tfscale.scaling import plan_check, sweep, sweep_results
+from tfscale.scaling.sweep_run import run_config
 
 RESERVED = (sweep_results.RESULTS_DIR, "logs")  # DIR/check's own folders: no candidate may take them
 
@@ -19,11 +20,6 @@ def final_overrides(config, overrides, num_steps, export=True):
     return (*overrides, *sweep.length_overrides(config.sweep, num_steps),
             ("train.accum_steps", config.scaling.accum_steps), ("export.saved_model", export),
             ("checkpoint.every_steps", max(1, num_steps // 4)))
-
-
-def run_config(config, overrides):
-    """The training config a planned run with `overrides` trains with (as `sweep_run.run_one`)."""
-    return sweep.strip_sections(sweep.apply_overrides(config, overrides))
 
 
 def workers(config, count):
@@ -63,14 +59,15 @@ def plan(config, workdir, entries, budget, costs, batch):
     return runs, configs
 
 
-def train(config, workdir, runs, count_workers=None):
+def train(config, workdir, runs):
     """Trains `runs` on the check's pool into their folders; raises ConfigError, naming where
     its error is, if one failed (a re-run retries it and keeps the finished ones)."""
     check_dir = io.join(workdir, "check")
+    done = sweep_results.finished(check_dir)
     for r in runs:  # a row whose run folder was removed: train it again, on the pool
-        if r.name in sweep_results.finished(check_dir) and not io.exists(io.join(r.run_dir, "summary.json")):
+        if r.name in done and not io.exists(io.join(r.run_dir, "summary.json")):
             io.gfile.remove(sweep_results.row_path(check_dir, r.name))
-    pool = workers(config, count_workers or len(runs))
+    pool = workers(config, len(runs))
     sweep.run_runs(config, check_dir, runs, [r.name for r in runs], pool, lock_name="plan-check", label="plan check")
     rows = sweep_results.read_rows(check_dir)
     for r in runs:

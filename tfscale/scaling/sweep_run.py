@@ -54,6 +54,12 @@ def _lock_run_dir(run_dir):
             time.sleep(1.0)
 
 
+def run_config(config, overrides, workdir=""):
+    """The training config of a planned run with `overrides` (a wsd branch's trunk reference
+    resolved in `workdir`): what `run_one` trains, and what the main job reopens a run with."""
+    return strip_sections(apply_overrides(config, resolve_overrides(overrides, workdir)))
+
+
 def run_one(config, workdir, planned, train_fn, callbacks=()):
     """Trains one planned run into DIR/runs/NAME (or its `run_dir`) and records its row (ok, or failed with its
     error: a failed run must not stop the sweep); returns the row. `callbacks.Preempted`
@@ -61,16 +67,16 @@ def run_one(config, workdir, planned, train_fn, callbacks=()):
     from tfscale import callbacks as callbacks_lib  # pylint: disable=import-outside-toplevel
     import tf_keras as keras  # pylint: disable=import-outside-toplevel
 
-    run_config = strip_sections(apply_overrides(config, resolve_overrides(planned.overrides, workdir)))
+    run_cfg = run_config(config, planned.overrides, workdir)
     run_dir = planned.run_dir or io.join(workdir, "runs", planned.name)
     t0 = time.time()
     try:
         lock = _lock_run_dir(run_dir)
         try:
-            summary = train_fn(run_config, run_dir, tuple(callbacks))
+            summary = train_fn(run_cfg, run_dir, tuple(callbacks))
         finally:
             lock.release()
-        row = row_for(planned, summary, run_config)
+        row = row_for(planned, summary, run_cfg)
     except callbacks_lib.Preempted:
         raise
     except Exception as e:  # pylint: disable=broad-except  (recorded; the sweep goes on)
