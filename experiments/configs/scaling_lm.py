@@ -42,15 +42,18 @@ CANDIDATES = {
 # what narrower intervals of the fitted exponents take, measured once (README, "The main job").
 SIZES["wide"] = {**SIZES[None], "n448k": CANDIDATES[None]["n448k"]}
 CANDIDATES["wide"] = {k: v for k, v in CANDIDATES[None].items() if k != "n448k"}
+# `long`: the default sizes and four more budgets on the same sqrt(2) ladder, to 25.6 M tokens
+# (4.5 epochs of pycode; the trunks 4x longer): what exponent intervals under 0.3 take, run once.
+SIZES["long"], CANDIDATES["long"] = SIZES[None], CANDIDATES[None]
 PYCODE_EPOCH = 5.74e6  # training bytes of pycode (11,213 windows of 512)
 # 6,250 to 25,000 updates of 4 x 64 bytes, sqrt(2) apart: five budgets from one trunk per size
 # (a budget between two others costs only its cooldown, 20 % of its length). Below 6,250 updates
 # every size ends near the same loss (training is limited by its updates, not by N), which no
 # additive law can follow, and a smaller first budget shortens every trunk's warmup.
 TOKENS = {None: (1.6e6, 2.26e6, 3.2e6, 4.53e6, 6.4e6), "tiny": (4096, 8192), "gpu": tuple(k * PYCODE_EPOCH for k in (1, 2, 4, 8)),
-          "wide": (1.6e6, 3.2e6, 6.4e6, 12.8e6)}
-SEQ_LEN = {None: 64, "wide": 64, "tiny": 16, "gpu": 512}
-BATCH = {None: 4, "wide": 4, "tiny": 8, "gpu": 32}
+          "wide": (1.6e6, 3.2e6, 6.4e6, 12.8e6), "long": tuple(round(1.6e6 * 2 ** (k / 2), -4) for k in range(9))}
+SEQ_LEN = {None: 64, "wide": 64, "long": 64, "tiny": 16, "gpu": 512}
+BATCH = {None: 4, "wide": 4, "long": 4, "tiny": 8, "gpu": 32}
 
 
 def size_entry(label, shape):
@@ -62,12 +65,12 @@ def size_entry(label, shape):
 def get_config(arg=None):
     arg = arg or None
     if arg not in SIZES:
-        raise ConfigError(f"unknown variant {arg!r}; variants: tiny, gpu, wide")
+        raise ConfigError(f"unknown variant {arg!r}; variants: tiny, gpu, wide, long")
     c = lm.get_config("tiny" if arg == "tiny" else None)
     c.unlock()
     c.model.seq_len = SEQ_LEN[arg]
     c.train.batch_size = BATCH[arg]
-    cpu = arg in (None, "wide")
+    cpu = arg in (None, "wide", "long")
     c.train.steps_per_execution = 8 if cpu else 1  # small steps: amortise the per-call overhead
     c.train.log_every_steps = 200 if cpu else 4
     c.checkpoint.every_steps = 500 if cpu else 4
