@@ -116,16 +116,20 @@ def test_rows_sharing_a_span_are_found_within_rows_only():
     assert not corpus.rows_sharing_a_span(np.pad(across, ((0, 0), (0, 65))), reference).any()
 
 
-def test_the_pretraining_text_shares_no_span_with_the_tasks_held_out_windows():
-    def data_config(name):
+@pytest.mark.parametrize("name, held_out", [
+    (text_classifier.PRETRAINING_DATA, ("validation",)),
+    (text_classifier.TUNING_PRETRAINING_DATA, ("validation", "tuning_validation"))])
+def test_the_pretraining_text_shares_no_span_with_the_tasks_held_out_windows(name, held_out):
+    def data_config(name, eval_split="validation"):
         c = text_classifier.get_config("pretrain").data.copy_and_resolve_references()
         c.unlock()
-        c.name, c.mask_rate = name, 0.0
+        c.name, c.mask_rate, c.eval_split = name, 0.0, eval_split
         return c
 
-    clean = data.load(data_config(text_classifier.PRETRAINING_DATA), 128)
-    full, task = data.load(data_config("pycode"), 128), data.load(data_config("pycode_package"))
-    reference = np.sort(corpus.span_hashes(task.eval_arrays()[0]).ravel())
+    clean = data.load(data_config(name), 128)
+    full = data.load(data_config("pycode"), 128)
+    tasks = [data.load(data_config("pycode_package", split)) for split in held_out]
+    reference = np.sort(np.concatenate([corpus.span_hashes(t.eval_arrays()[0]).ravel() for t in tasks]))
 
     def windows(source):
         x, y = source.read("train", np.arange(source.info.num_train))
@@ -134,6 +138,29 @@ def test_the_pretraining_text_shares_no_span_with_the_tasks_held_out_windows():
     assert corpus.rows_sharing_a_span(windows(full), reference).mean() > 0.02  # pycode alone leaks
     assert not corpus.rows_sharing_a_span(windows(clean), reference).any()
     assert 0.9 * full.info.num_train < clean.info.num_train < full.info.num_train
+    for task in tasks:  # pycode alone holds text of each held-out split: each exclusion matters
+        own = np.sort(corpus.span_hashes(task.eval_arrays()[0]).ravel())
+        assert corpus.rows_sharing_a_span(windows(full), own).any()
+
+
+def test_a_stages_tune_variant_chooses_its_rate_on_the_tuning_carve_and_trains_the_best_on_train(tmp_path):
+    from experiments import cli
+    from tfscale import tuning
+    config = with_overrides(text_classifier.get_config("scratch,tiny,tune").unlock(),
+                            tune__space=("optimizer.learning_rate=choice(1e-3, 3e-3)",), train__num_steps=10)
+    summary = tuning.tune(config.lock(), str(tmp_path), say=lambda _: None)
+    trials = [json.load(open(tmp_path / f"trials/{i:04d}/config.json")) for i in range(2)]
+    assert sorted(t["optimizer"]["learning_rate"] for t in trials) == [1e-3, 3e-3]
+    assert {(t["data"]["train_split"], t["data"]["eval_split"]) for t in trials} == {("tuning_train", "tuning_validation")}
+    best = cli.load_config_file(str(tmp_path / "best_config.py"))
+    assert (best.data.train_split, best.data.eval_split) == ("train", "validation")
+    assert best.optimizer.learning_rate == summary["best"]["params"]["optimizer.learning_rate"]
+
+
+@pytest.mark.parametrize("variant", ["recipe,tune", "finetune,tune,tune", "finetune,big", "tune"])
+def test_an_unknown_variant_is_a_config_error(variant):
+    with pytest.raises(ConfigError, match="unknown variant"):
+        text_classifier.get_config(variant)
 
 
 def test_the_goals_are_judged_on_the_measured_figures():

@@ -1,5 +1,6 @@
 """Tuning (`experiments.tune`): the space and its errors, a study end to end, pruning, failures,
 re-runs and a killed study resumed."""
+import itertools
 import json
 import math
 import os
@@ -7,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import types
 
@@ -249,6 +251,26 @@ def test_rerunning_a_finished_study_runs_no_trial_and_a_longer_one_adds_trials(f
         tuning.tune(tiny(tune__pruner="none", eval__every_steps=0, model__depth=2), workdir, train_fn=again,
                     say=_quiet)
     assert again.calls == []
+
+
+def test_a_grid_study_visits_every_point_once():
+    class Recording:
+        """`tfscale.train` that records the values each trial was given."""
+        def __init__(self):
+            self.values = []
+
+        def __call__(self, config, workdir, callbacks):
+            self.values.append((config.optimizer.learning_rate, config.model.width))
+            import tfscale
+            return tfscale.train(config, workdir, callbacks)
+
+    train = Recording()
+    grid = ("optimizer.learning_rate=choice(1e-3, 1e-2, 3e-2)", "model.width=choice(8, 16)")
+    with tempfile.TemporaryDirectory() as workdir:
+        summary = tuning.tune(tiny(tune__sampler="grid", tune__space=grid, tune__num_trials=6, tune__pruner="none",
+                                   train__num_steps=4, eval__every_steps=0), workdir, train_fn=train, say=_quiet)
+    assert sorted(train.values) == sorted(itertools.product((1e-3, 1e-2, 3e-2), (8, 16)))
+    assert sorted(tuple(t["params"].values()) for t in summary["trials"]) == sorted(train.values)
 
 
 def test_a_pruned_trial_stops_early_and_costs_fewer_updates(tmp_path):

@@ -15,6 +15,15 @@ Each stage alone is a variant for `experiments.train`:
   python -m experiments.train --config=experiments/configs/text_classifier.py:scratch --workdir=runs/tc/scratch
 
 Add `,tiny` (`:pretrain,tiny`; `:tiny` is the tiny recipe) for a seconds-long smoke run.
+
+Add `,tune` to choose a stage's learning rate on files no tuning run saw (`experiments.tune`, a
+grid; the task's `tuning_train` / `tuning_validation` carve, and a pretraining that holds out
+both held-out splits; README, "Text classification"):
+
+  python -m experiments.train --config=experiments/configs/text_classifier.py:pretrain,tune --workdir=runs/tc_tune/pretrain
+  python -m experiments.tune --config=experiments/configs/text_classifier.py:finetune,tune \
+      --config.model.init_from=runs/tc_tune/pretrain --workdir=runs/tc_tune/finetune
+  python -m experiments.tune --config=experiments/configs/text_classifier.py:scratch,tune --workdir=runs/tc_tune/scratch
 """
 import ml_collections
 
@@ -32,19 +41,26 @@ STAGES = ("pretrain", "finetune", "scratch")
 # Pretraining text: pycode's training windows less any that share a 64-byte span with the
 # task's held-out windows (pycode holds the task's held-out files in its training split).
 PRETRAINING_DATA = "tfscale.recipe.corpus:pycode_without_task_heldout"
+TUNING_PRETRAINING_DATA = "tfscale.recipe.corpus:pycode_without_task_tuning_heldout"
+TUNED_RATES = "optimizer.learning_rate=choice(5e-4, 1e-3, 2e-3, 3e-3)"
 
 
 def get_config(arg="recipe"):
-    stage, _, size = (arg or "recipe").partition(",")
-    if stage == "tiny" and not size:
-        stage, size = "recipe", "tiny"
-    size = size or None
-    if stage not in STAGES + ("recipe",) or size not in ENCODER:
+    stage, *modifiers = (arg or "recipe").split(",")
+    if stage == "tiny" and not modifiers:
+        stage, modifiers = "recipe", ["tiny"]
+    size = "tiny" if "tiny" in modifiers else None
+    tune = "tune" in modifiers
+    if (stage not in STAGES + ("recipe",) or set(modifiers) - {"tiny", "tune"}
+            or len(modifiers) != len(set(modifiers)) or (tune and stage == "recipe")):
         raise ConfigError(f"unknown variant {arg!r}; recipe (the default), or a stage: {', '.join(STAGES)}; "
-                          "each optionally ',tiny'")
+                          "each optionally ',tiny'; a stage optionally ',tune'")
     if stage == "recipe":
         return recipe_config(size)
-    return stage_config(stage, size).lock()
+    c = stage_config(stage, size)
+    if tune:
+        tuning_config(c, stage, size)
+    return c.lock()
 
 
 def recipe_config(size=None):
@@ -96,6 +112,26 @@ def stage_config(stage, size=None):
         c.model.init_from = ""  # the pretrain run's workdir (--config.model.init_from=DIR)
         student(c, size)
     return c
+
+
+def tuning_config(c, stage, size):
+    """A stage set up to choose its learning rate on the task's tuning carve (grid, accuracy)."""
+    if stage == "pretrain":  # the encoder the fine-tuning trials start from
+        c.data.name = TUNING_PRETRAINING_DATA
+        return
+    from tfscale import tuning  # pylint: disable=import-outside-toplevel
+
+    c.data.train_split, c.data.eval_split = "tuning_train", "tuning_validation"
+    c.export.saved_model = False
+    c.tune = tuning.defaults()
+    c.tune.space = (TUNED_RATES,)
+    c.tune.sampler = "grid"
+    c.tune.pruner = "none"
+    c.tune.metric = "eval_accuracy"
+    c.tune.num_trials = 4
+    c.tune.best_config_overrides = ("data.train_split=train", "data.eval_split=validation")
+    if size == "tiny":
+        c.tune.heartbeat_seconds = 1
 
 
 def student(c, size):

@@ -46,16 +46,21 @@ def _with(data_config, name):
     return c
 
 
-def _held_out_reference(data_config):
-    task = data.load(_with(data_config, "pycode_package"), None)
-    return np.sort(span_hashes(task.eval_arrays()[0]).ravel())
+def _held_out_reference(data_config, splits=("validation",)):
+    """Sorted hashes of every 64-byte span of the `pycode_package` windows of `splits`."""
+    hashes = []
+    for split in splits:
+        c = _with(data_config, "pycode_package")
+        c.eval_split = split
+        hashes.append(span_hashes(data.load(c, None).eval_arrays()[0]).ravel())
+    return np.sort(np.concatenate(hashes))
 
 
 def _clean(inputs, targets, reference):
     """The (inputs, targets) windows without any that share a span with `reference`."""
     leaked = rows_sharing_a_span(np.concatenate([inputs, targets[:, -1:]], axis=1), reference)
-    logging.info("pretraining corpus: %d of %d training windows share a 64-byte span with the "
-                 "held-out pycode_package split and are dropped", int(leaked.sum()), len(leaked))
+    logging.info("pretraining corpus: %d of %d training windows share a 64-byte span with "
+                 "held-out pycode_package windows and are dropped", int(leaked.sum()), len(leaked))
     return inputs[~leaked], targets[~leaked]
 
 
@@ -91,11 +96,24 @@ def task_training_text(data_config, seq_len):
     return data.InMemorySource(info, (inputs, targets), text.read("eval", np.arange(text.info.num_eval)))
 
 
+def _pycode_without(data_config, seq_len, splits):
+    text = data.load(_with(data_config, "pycode"), seq_len)
+    reference = _held_out_reference(data_config, splits)
+    inputs, targets = _clean(*text.read("train", np.arange(text.info.num_train)), reference)
+    info = dataclasses.replace(text.info, num_train=len(inputs))
+    return data.InMemorySource(info, (inputs, targets), text.read("eval", np.arange(text.info.num_eval)))
+
+
 @_cached
 def pycode_without_task_heldout(data_config, seq_len):
     """`pycode` (context `seq_len`) less its training windows that share a span with a held-out
     `pycode_package` window."""
-    text = data.load(_with(data_config, "pycode"), seq_len)
-    inputs, targets = _clean(*text.read("train", np.arange(text.info.num_train)), _held_out_reference(data_config))
-    info = dataclasses.replace(text.info, num_train=len(inputs))
-    return data.InMemorySource(info, (inputs, targets), text.read("eval", np.arange(text.info.num_eval)))
+    return _pycode_without(data_config, seq_len, ("validation",))
+
+
+@_cached
+def pycode_without_task_tuning_heldout(data_config, seq_len):
+    """`pycode` less also the windows of `pycode_package`'s tuning carve held out
+    (`tuning_validation`): the pretraining of the encoder whose fine-tuning rates are chosen there,
+    so that it is judged on text it never read, as the recipe's teacher is."""
+    return _pycode_without(data_config, seq_len, ("validation", "tuning_validation"))

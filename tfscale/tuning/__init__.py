@@ -78,8 +78,11 @@ def tune(config, workdir, train_fn=None, say=_say):
 
     objective = Objective(config, workdir, params, train_fn)
     try:
+        # A grid sampler keeps its seed: it numbers its shuffled points by that seed, so a
+        # sampler reseeded per trial would read another trial's point (and repeat it).
         study_lib.run(study, objective, num_trials, on_trial,
-                      seed_sampler=lambda number: study_lib.sampler(t, params, t.seed + number))
+                      seed_sampler=None if t.sampler == "grid" else (
+                          lambda number: study_lib.sampler(t, params, t.seed + number)))
     finally:
         outputs.write_report(workdir, config, study, params, url=url)
     best_path = outputs.write_best_config(workdir, config, study)

@@ -44,7 +44,9 @@ def sampler(tune, params, seed):
     """The sampler of `tune.sampler`. Samplers keep no state of their own beyond their random
     generator (the history is in the storage), so each trial gets one seeded with
     `tune.seed + its number`: reproducible, and different in every process sharing the study
-    (one seed everywhere would draw the same values in every process)."""
+    (one seed everywhere would draw the same values in every process). A grid sampler is the
+    exception: it shuffles its points by its seed and records each trial's point by number in the
+    storage, so every process must hold the same seed for the numbers to mean the same points."""
     import optuna  # pylint: disable=import-outside-toplevel
     from tfscale.tuning import space  # pylint: disable=import-outside-toplevel
     if tune.sampler == "random":
