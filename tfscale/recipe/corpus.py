@@ -7,6 +7,8 @@ that has read the very windows it is later judged on is not judged on new text. 
 drops every training window (inputs and the next byte) that contains a 64-byte span of a
 held-out `pycode_package` window; the held-out split of `pycode` is kept for the masked-LM
 figures. Use it as `data.name = "tfscale.recipe.corpus:pycode_without_task_heldout"`.
+`pycode_without_task_tuning_heldout` also drops the task's tuning carve (`tuning_validation`):
+the pretraining of an encoder whose fine-tuning rate is chosen on that carve.
 
 `task_training_text` is the narrower, in-domain choice (task-adaptive pretraining): every byte of
 the task's own training files (the ten packages, not only the windows the task samples from
