@@ -86,3 +86,46 @@ def test_a_pool_starts_a_branch_only_after_its_trunk(tmp_path):
     assert not out["failed"], out  # a branch started early would fail: its trunk's checkpoint missing
     rows = results.read(out["results"])
     assert sorted(r["name"] for r in rows) == sorted(r.name for r in sweep.plan(config))
+
+
+def _names(config):
+    return [r.name for r in sweep.plan(config)]
+
+
+def _losses(out):
+    return {r["name"]: r["loss"] for r in results.read(out["results"]) if r.get("role") != "trunk"}
+
+
+def test_budgets_added_to_a_finished_sweep_equal_a_fresh_sweep_and_train_only_what_is_new(tmp_path):
+    """Budgets between, beyond and below the trunk's kept checkpoints branch from its newest
+    checkpoint before their cooldown (or from the start), so each row equals a sweep that had
+    every budget from the beginning, and the finished trunk and branches are not trained again."""
+    one_size = tiny_sweep().sweep.sizes[:1]
+    first = sweep.run_sweep(wsd_sweep(sizes=one_size, num_tokens=(4096, 8192)), str(tmp_path / "grown"))
+    assert len(first["ran"]) == 3
+    # 2,048 tokens halve the smallest budget and with it the default warmup: the trunk's is kept.
+    warmup = dict(next(r for r in sweep.plan(wsd_sweep(sizes=one_size, num_tokens=(4096, 8192)))
+                       if r.role == "trunk").overrides)["schedule.warmup_steps"]
+    grown = wsd_sweep(sizes=one_size, num_tokens=(2048, 4096, 6144, 8192, 16384), warmup_steps=warmup)
+    again = sweep.run_sweep(grown, str(tmp_path / "grown"))
+    assert sorted(again["ran"]) == sorted(n for n in _names(grown) if n not in first["ran"])
+    assert (again["skipped"], again["failed"]) == (3, [])
+    fresh = sweep.run_sweep(grown, str(tmp_path / "fresh"))
+    assert len(fresh["ran"]) == 6 and _losses(again) == pytest.approx(_losses(fresh), rel=1e-6, abs=0)
+
+
+def test_a_finished_run_trained_with_other_settings_is_refused_before_anything_trains(tmp_path):
+    from tfscale import ConfigError  # pylint: disable=import-outside-toplevel
+    one_size = tiny_sweep().sweep.sizes[:1]
+    sweep.run_sweep(wsd_sweep(sizes=one_size, num_tokens=(4096,)), str(tmp_path))
+    label, shape = one_size[0].split(":", 1)
+    wider = f"{label}:{shape.replace('d_model=8', 'd_model=12')}"
+    assert wider != one_size[0]
+    with pytest.raises(ConfigError, match=r"finished in .* with model.d_model=8, but the plan now gives it 12: "
+                                          "give a changed size a new label"):
+        sweep.run_sweep(wsd_sweep(sizes=(wider,), num_tokens=(4096,)), str(tmp_path))
+    with pytest.raises(ConfigError, match=r"schedule.warmup_steps=2, but the plan now gives it 1: .*"
+                                          r"--config.sweep.warmup_steps=2"):
+        sweep.run_sweep(wsd_sweep(sizes=one_size, num_tokens=(2048, 4096)), str(tmp_path))
+    runs = io.gfile.listdir(io.join(str(tmp_path), "runs"))
+    assert sorted(r.rstrip("/") for r in runs) == sorted(_names(wsd_sweep(sizes=one_size, num_tokens=(4096,))))

@@ -57,6 +57,7 @@ def run_runs(config, workdir, runs, names, workers, train_fn=None, lock_name="sw
 
     # One process per shard: a second copy of the same shard would run and record runs twice.
     with lock_lib.WorkdirLock(workdir, name=lock_name) as lock, _heartbeat(lock):
+        sweep_results.check_same_settings(runs, workdir)
         done = finished(workdir)
         todo = [r for r in runs if r.name not in done]
         logging.info("%s: %d runs in this shard, %d finished before, %d to run%s", label, len(runs),

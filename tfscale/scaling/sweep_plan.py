@@ -1,6 +1,7 @@
 """Planning a sweep: every run with its length and planned FLOPs, cheapest first, and shards of it."""
 import dataclasses
 
+from absl import logging
 import numpy as np
 
 from tfscale.errors import ConfigError
@@ -26,10 +27,29 @@ TRUNK_REF = "trunk:"  # train.init_from of a planned branch: "trunk:NAME@STEP", 
 
 
 def resolve_overrides(overrides, workdir):
-    """The overrides with a branch's "trunk:NAME@STEP" made the trunk's workdir in DIR/runs."""
-    from tfscale import io  # pylint: disable=import-outside-toplevel
-    return tuple((k, io.join(workdir, "runs", v[len(TRUNK_REF):]) if isinstance(v, str) and v.startswith(TRUNK_REF)
-                  else v) for k, v in overrides)
+    """The overrides with a branch's "trunk:NAME@STEP" made the trunk's workdir in DIR/runs, at
+    STEP or, where the trunk kept no checkpoint there (a budget added after it trained), at its
+    newest checkpoint before STEP (or none): the branch trains the updates between again."""
+    return tuple((k, _trunk_path(v, workdir) if isinstance(v, str) and v.startswith(TRUNK_REF) else v)
+                 for k, v in overrides)
+
+
+def _trunk_path(reference, workdir):
+    """`train.init_from` of a branch: the trunk at STEP, at its newest checkpoint before STEP, or
+    "" (trained from the start: the same run) where every checkpoint it kept is later."""
+    from tfscale import branch, checkpoint, io  # pylint: disable=import-outside-toplevel
+    name, _, step = reference[len(TRUNK_REF):].rpartition("@")
+    trunk_dir, step = io.join(workdir, "runs", name), int(step)
+    start = branch.newest_step_at_or_before(trunk_dir, step)
+    if start is None and checkpoint.checkpoint_paths(io.join(trunk_dir, "checkpoints")):
+        start = 0
+    if start is not None and start != step:
+        logging.info("%s kept no checkpoint at update %d: the branch starts at %s and trains the %d "
+                     "constant-rate updates between again", trunk_dir, step,
+                     f"its update {start}" if start else "the beginning", step - start)
+    if start == 0:
+        return ""
+    return f"{trunk_dir}@{step if start is None else start}"
 
 
 def _wsd_runs(label, group_of, size_overrides, setting, budget_steps, sweep, batch, flops_per_example, multiple):
@@ -37,7 +57,7 @@ def _wsd_runs(label, group_of, size_overrides, setting, budget_steps, sweep, bat
     from tfscale import branch  # pylint: disable=import-outside-toplevel
     suffix = "".join(f"_{k.split('.')[-1]}={_short(v)}" for k, v in setting)
     trunk_name = f"{label}_trunk{suffix}"
-    warmup = round(sweep.warmup_fraction * min(steps for _, steps in budget_steps))
+    warmup = sweep.get("warmup_steps", 0) or round(sweep.warmup_fraction * min(steps for _, steps in budget_steps))
     trunk, branches = branch.plan(TRUNK_REF + trunk_name, [steps for _, steps in budget_steps],
                                   sweep.cooldown_fraction, warmup, multiple)
     trunk_steps = dict(trunk)["train.num_steps"]
@@ -84,6 +104,11 @@ def plan(config):
         raise ConfigError("sweep budgets must be positive")
     if not 0 <= s.warmup_fraction < 1:
         raise ConfigError(f"sweep.warmup_fraction must be in [0, 1), got {s.warmup_fraction}")
+    if not (isinstance(s.get("warmup_steps", 0), int) and s.get("warmup_steps", 0) >= 0):
+        raise ConfigError(f"sweep.warmup_steps must be a whole number >= 0, got {s.warmup_steps!r}")
+    if s.get("warmup_steps", 0) and s.schedule != "wsd":
+        raise ConfigError("sweep.warmup_steps is the wsd trunks' warmup; cosine runs take "
+                          "sweep.warmup_fraction of their own length")
     if s.schedule not in ("cosine", "wsd"):
         raise ConfigError(f"unknown sweep.schedule {s.schedule!r}; choose cosine or wsd")
     if s.schedule == "wsd" and s.compute_budgets:

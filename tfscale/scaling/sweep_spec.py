@@ -23,6 +23,7 @@ def sweep_defaults():
     s.search_mode = "grid"  # grid | random
     s.search_samples = 4  # random mode: settings tried per (size, budget)
     s.warmup_fraction = 0.05  # warmup updates as a fraction of each run's own length (wsd: of the smallest budget's)
+    s.warmup_steps = 0  # wsd: the trunks' warmup in updates instead (0 = warmup_fraction of the smallest budget)
     # cosine: one run per (size, budget), cosine to its own last update. wsd: one constant-rate
     # trunk per size and a cooldown per budget branched from it (Hägele et al. 2024).
     s.schedule = "cosine"
