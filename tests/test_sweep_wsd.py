@@ -2,8 +2,9 @@
 import pytest
 import tensorflow as tf
 
-from tfscale import io
+from tfscale import io, workdir as workdir_lib
 from tfscale.scaling import results, sweep
+from conftest import with_overrides
 from test_sweep import tiny_sweep
 
 
@@ -110,6 +111,19 @@ def test_budgets_added_to_a_finished_sweep_equal_a_fresh_sweep_and_train_only_wh
     again = sweep.run_sweep(grown, str(tmp_path / "grown"))
     assert sorted(again["ran"]) == sorted(n for n in _names(grown) if n not in first["ran"])
     assert (again["skipped"], again["failed"]) == (3, [])
+    # Where each new budget started: 2,048 tokens before every checkpoint the trunk kept (from the
+    # start), 6,144 and 16,384 at the newest checkpoint before their cooldown (between, beyond).
+    trunk = next(r for r in sweep.plan(grown) if r.role == "trunk").name
+    starts = {}
+    for planned in (r for r in sweep.plan(grown) if r.name in again["ran"]):
+        init_from = workdir_lib.read_config_json(str(tmp_path / "grown" / "runs" / planned.name))["train"]["init_from"]
+        cooldown = int(dict(planned.overrides)["train.init_from"].rsplit("@", 1)[1])
+        starts[planned.group.split("_T")[1]] = init_from, cooldown
+    assert starts["2.05e3"][0] == ""
+    for budget in ("6.14e3", "1.64e4"):
+        init_from, cooldown = starts[budget]
+        assert init_from.startswith(str(tmp_path / "grown" / "runs" / trunk) + "@")
+        assert int(init_from.rsplit("@", 1)[1]) < cooldown
     fresh = sweep.run_sweep(grown, str(tmp_path / "fresh"))
     assert len(fresh["ran"]) == 6 and _losses(again) == pytest.approx(_losses(fresh), rel=1e-6, abs=0)
 
@@ -122,10 +136,13 @@ def test_a_finished_run_trained_with_other_settings_is_refused_before_anything_t
     wider = f"{label}:{shape.replace('d_model=8', 'd_model=12')}"
     assert wider != one_size[0]
     with pytest.raises(ConfigError, match=r"finished in .* with model.d_model=8, but the plan now gives it 12: "
-                                          "give a changed size a new label"):
+                                          "use a new workdir, or give a changed size a new label"):
         sweep.run_sweep(wsd_sweep(sizes=(wider,), num_tokens=(4096,)), str(tmp_path))
     with pytest.raises(ConfigError, match=r"schedule.warmup_steps=2, but the plan now gives it 1: .*"
                                           r"--config.sweep.warmup_steps=2"):
         sweep.run_sweep(wsd_sweep(sizes=one_size, num_tokens=(2048, 4096)), str(tmp_path))
+    with pytest.raises(ConfigError, match=r"finished in .* with optimizer.weight_decay=.*, but the plan now gives it 0.5"):
+        sweep.run_sweep(with_overrides(wsd_sweep(sizes=one_size, num_tokens=(4096,)).unlock(),
+                                       optimizer__weight_decay=0.5).lock(), str(tmp_path))
     runs = io.gfile.listdir(io.join(str(tmp_path), "runs"))
     assert sorted(r.rstrip("/") for r in runs) == sorted(_names(wsd_sweep(sizes=one_size, num_tokens=(4096,))))

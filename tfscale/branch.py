@@ -41,16 +41,20 @@ def resolve(init_from):
     return prefix, step, source
 
 
+def kept_steps(run_dir):
+    """The updates of `run_dir`'s checkpoints, kept (`checkpoint.keep_steps`) or rotated."""
+    directory = io.join(run_dir, "checkpoints")
+    return {int(p.rsplit("-", 1)[1]) for p in (checkpoint.checkpoint_paths(directory)
+                                                + checkpoint.checkpoint_paths(io.join(directory, checkpoint.KEEP_DIR)))}
+
+
 def newest_step_at_or_before(run_dir, step):
-    """The update of `run_dir`'s newest checkpoint (kept or rotated) at or before `step`, or None.
+    """The update of `run_dir`'s newest checkpoint at or before `step`, or None.
 
     A branch that starts there instead of at `step` trains the updates between again, at the
     run's own rate, on the same inputs: it still equals the unbroken run (a budget added to a
     finished sweep, between or beyond the trunk's kept points)."""
-    directory = io.join(run_dir, "checkpoints")
-    steps = [int(p.rsplit("-", 1)[1]) for p in (checkpoint.checkpoint_paths(directory)
-                                                 + checkpoint.checkpoint_paths(io.join(directory, checkpoint.KEEP_DIR)))]
-    return max((s for s in steps if s <= step), default=None)
+    return max((s for s in kept_steps(run_dir) if s <= step), default=None)
 
 
 def check(config, workdir):

@@ -44,12 +44,7 @@ def check(workdir, config):
         _check_local(workdir)
     saved_path = io.join(workdir, CONFIG_FILE)
     if io.exists(saved_path):
-        from tfscale.config import defaults  # pylint: disable=import-outside-toplevel
-        # A key added to tfscale after the run started was, for that run, its default.
-        saved = {**_flat(config_dict(defaults())), **_flat(read_config_json(workdir))}
-        new = _flat(config_dict(config))
-        differ = sorted(k for k in set(saved) | set(new)
-                        if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE))
+        saved, new, differ = differences(workdir, config)
         if differ:
             shown = ", ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in differ[:3])
             more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
@@ -71,6 +66,18 @@ def _check_local(workdir):
             pass
     except OSError as e:
         raise ConfigError(f"workdir {workdir} cannot be written ({parent}: {e.strerror or e})") from None
+
+
+def differences(workdir, config, may_differ=()):
+    """(saved, new, keys): the run's saved config.json and `config`, flattened, and the keys in
+    which they differ, beyond what a resumed run may change (`RESUMABLE`) and `may_differ`."""
+    from tfscale.config import defaults  # pylint: disable=import-outside-toplevel
+    # A key added to tfscale after the run started was, for that run, its default.
+    saved = {**_flat(config_dict(defaults())), **_flat(read_config_json(workdir))}
+    new = _flat(config_dict(config))
+    skip = RESUMABLE + tuple(may_differ)
+    return saved, new, sorted(k for k in set(saved) | set(new)
+                              if saved.get(k) != new.get(k) and not k.startswith(skip))
 
 
 def read_config_json(workdir):

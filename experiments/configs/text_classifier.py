@@ -24,6 +24,9 @@ both held-out splits; README, "Text classification"):
   python -m experiments.tune --config=experiments/configs/text_classifier.py:finetune,tune \
       --config.model.init_from=runs/tc_tune/pretrain --workdir=runs/tc_tune/finetune
   python -m experiments.tune --config=experiments/configs/text_classifier.py:scratch,tune --workdir=runs/tc_tune/scratch
+
+The fine-tuning trials must start from the `pretrain,tune` run: the recipe's own pretraining
+read the tuning carve's held-out files.
 """
 import ml_collections
 
@@ -129,7 +132,7 @@ def tuning_config(c, stage, size):
     c.tune.pruner = "none"
     c.tune.metric = "eval_accuracy"
     c.tune.num_trials = 4
-    c.tune.best_config_overrides = ("data.train_split=train", "data.eval_split=validation")
+    c.tune.best_config_overrides = ("data.train_split=train", "data.eval_split=validation", "export.saved_model=true")
     if size == "tiny":
         c.tune.heartbeat_seconds = 1
 

@@ -21,7 +21,7 @@ import threading
 from absl import logging
 
 from tfscale import io, lock as lock_lib
-from tfscale.scaling import sweep_results
+from tfscale.scaling import sweep_results, sweep_run
 from tfscale.scaling.sweep_run import failed_row, row_for, run_one
 from tfscale.scaling.progress import Progress, progress_callback
 from tfscale.scaling.sweep_plan import PlannedRun, plan, shard, size_costs
@@ -57,7 +57,7 @@ def run_runs(config, workdir, runs, names, workers, train_fn=None, lock_name="sw
 
     # One process per shard: a second copy of the same shard would run and record runs twice.
     with lock_lib.WorkdirLock(workdir, name=lock_name) as lock, _heartbeat(lock):
-        sweep_results.check_same_settings(runs, workdir)
+        sweep_run.check_same_settings(config, workdir, runs)
         done = finished(workdir)
         todo = [r for r in runs if r.name not in done]
         logging.info("%s: %d runs in this shard, %d finished before, %d to run%s", label, len(runs),

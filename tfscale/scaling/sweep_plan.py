@@ -37,19 +37,20 @@ def resolve_overrides(overrides, workdir):
 def _trunk_path(reference, workdir):
     """`train.init_from` of a branch: the trunk at STEP, at its newest checkpoint before STEP, or
     "" (trained from the start: the same run) where every checkpoint it kept is later."""
-    from tfscale import branch, checkpoint, io  # pylint: disable=import-outside-toplevel
+    from tfscale import branch, io  # pylint: disable=import-outside-toplevel
+    from tfscale.scaling import sweep_results  # pylint: disable=import-outside-toplevel
     name, _, step = reference[len(TRUNK_REF):].rpartition("@")
     trunk_dir, step = io.join(workdir, "runs", name), int(step)
-    start = branch.newest_step_at_or_before(trunk_dir, step)
-    if start is None and checkpoint.checkpoint_paths(io.join(trunk_dir, "checkpoints")):
-        start = 0
-    if start is not None and start != step:
+    if step in branch.kept_steps(trunk_dir) or name not in sweep_results.finished(workdir):
+        # A trunk that failed or has not finished is no place to start from: its checkpoints
+        # may still change, or be rotated away under a branch that resumes later.
+        return f"{trunk_dir}@{step}"
+    start = branch.newest_step_at_or_before(trunk_dir, step) or 0
+    if start != step:
         logging.info("%s kept no checkpoint at update %d: the branch starts at %s and trains the %d "
                      "constant-rate updates between again", trunk_dir, step,
                      f"its update {start}" if start else "the beginning", step - start)
-    if start == 0:
-        return ""
-    return f"{trunk_dir}@{step if start is None else start}"
+    return f"{trunk_dir}@{start}" if start else ""
 
 
 def _wsd_runs(label, group_of, size_overrides, setting, budget_steps, sweep, batch, flops_per_example, multiple):
@@ -104,7 +105,8 @@ def plan(config):
         raise ConfigError("sweep budgets must be positive")
     if not 0 <= s.warmup_fraction < 1:
         raise ConfigError(f"sweep.warmup_fraction must be in [0, 1), got {s.warmup_fraction}")
-    if not (isinstance(s.get("warmup_steps", 0), int) and s.get("warmup_steps", 0) >= 0):
+    warmup_steps = s.get("warmup_steps", 0)
+    if isinstance(warmup_steps, bool) or not (isinstance(warmup_steps, int) and warmup_steps >= 0):
         raise ConfigError(f"sweep.warmup_steps must be a whole number >= 0, got {s.warmup_steps!r}")
     if s.get("warmup_steps", 0) and s.schedule != "wsd":
         raise ConfigError("sweep.warmup_steps is the wsd trunks' warmup; cosine runs take "

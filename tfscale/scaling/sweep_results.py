@@ -13,7 +13,6 @@ import json
 import re
 
 from tfscale import io
-from tfscale.errors import ConfigError
 
 RESULTS_FILE = "results.jsonl"
 RESULTS_DIR = "results"
@@ -75,35 +74,6 @@ def read_rows(workdir):
 def finished(workdir):
     """Names whose latest row says `ok`."""
     return {name for name, row in read_rows(workdir).items() if row.get("status") == "ok"}
-
-
-# What a finished trunk may differ in from the plan: its branches start at its newest checkpoint
-# at or before their cooldown (`sweep_plan.resolve_overrides`), so budgets may be added.
-TRUNK_MAY_DIFFER = ("train.num_steps", "checkpoint.keep_steps")
-
-
-def check_same_settings(runs, workdir):
-    """A ConfigError, before anything trains, if a finished run in `workdir` was trained with
-    other overrides than the plan now gives the run of that name (a size's shape changed under
-    its label, another warmup): its row would be reused as if it were the planned run."""
-    rows = read_rows(workdir)
-    for planned in runs:
-        row = rows.get(planned.name, {})
-        if row.get("status") != "ok" or not isinstance(row.get("overrides"), dict):
-            continue
-        recorded, now = (json.loads(json.dumps(o, sort_keys=True)) for o in (row["overrides"], dict(planned.overrides)))
-        may_differ = TRUNK_MAY_DIFFER if planned.role == "trunk" else ()
-        differ = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k) and k not in may_differ)
-        if not differ:
-            continue
-        key = differ[0]
-        hint = (f"the trunks' warmup is sweep.warmup_fraction of the smallest budget; keep theirs with "
-                f"--config.sweep.warmup_steps={recorded.get(key)}" if key == "schedule.warmup_steps" and
-                planned.role == "trunk" else "give a changed size a new label, or use a new workdir")
-        raise ConfigError(f"{planned.name} finished in {workdir} with {key}={recorded.get(key)!r}, but the plan now "
-                          f"gives it {now.get(key)!r}"
-                          + (f" (and {len(differ) - 1} more key{'s' if len(differ) > 2 else ''})" if len(differ) > 1 else "")
-                          + f": {hint}")
 
 
 def assemble(workdir, planned_names):

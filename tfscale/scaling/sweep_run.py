@@ -60,6 +60,44 @@ def run_config(config, overrides, workdir=""):
     return strip_sections(apply_overrides(config, resolve_overrides(overrides, workdir)))
 
 
+# What a finished run may differ in from its plan and still be the planned run: a branch's start
+# (`resolve_overrides` picks it from what the trunk kept); a trunk's length and kept points (its
+# branches start at its newest checkpoint before their cooldown, so budgets may be added).
+BRANCH_MAY_DIFFER = ("train.init_from",)
+TRUNK_MAY_DIFFER = ("train.num_steps", "checkpoint.keep_steps")
+
+
+def check_same_settings(config, workdir, runs):
+    """A ConfigError, before anything trains, if a finished run was trained with another config
+    than the plan now gives the run of that name (a size's shape changed under its label, the
+    base config changed, another warmup): its row would be reused as if it were the planned run."""
+    from tfscale import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+    done = sweep_results.finished(workdir)
+    for planned in runs:
+        run_dir = planned.run_dir or io.join(workdir, "runs", planned.name)
+        if planned.name not in done or not io.exists(io.join(run_dir, workdir_lib.CONFIG_FILE)):
+            continue
+        unresolved = tuple((k, v) for k, v in planned.overrides if k not in BRANCH_MAY_DIFFER)
+        may_differ = BRANCH_MAY_DIFFER + (TRUNK_MAY_DIFFER if planned.role == "trunk" else ())
+        saved, now, differ = workdir_lib.differences(
+            run_dir, strip_sections(apply_overrides(config, unresolved)), may_differ)
+        differ = [k for k in differ if not _close(saved.get(k), now.get(k))]
+        if not differ:
+            continue
+        key = differ[0]
+        hint = (f"the trunks' warmup is sweep.warmup_fraction of the smallest budget; keep theirs with "
+                f"--config.sweep.warmup_steps={saved.get(key)}" if key == "schedule.warmup_steps" and
+                planned.role == "trunk" else "use a new workdir, or give a changed size a new label")
+        more = f" (and {len(differ) - 1} more key{'s' if len(differ) > 2 else ''})" if len(differ) > 1 else ""
+        raise ConfigError(f"{planned.name} finished in {run_dir} with {key}={saved.get(key)!r}, but the plan now "
+                          f"gives it {now.get(key)!r}{more}: {hint}")
+
+
+def _close(a, b):
+    """Floats equal up to their last bits (a random search's draws made on another host)."""
+    return isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-12 * max(abs(a), abs(b))
+
+
 def run_one(config, workdir, planned, train_fn, callbacks=()):
     """Trains one planned run into DIR/runs/NAME (or its `run_dir`) and records its row (ok, or failed with its
     error: a failed run must not stop the sweep); returns the row. `callbacks.Preempted`
