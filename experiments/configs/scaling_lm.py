@@ -43,7 +43,8 @@ CANDIDATES = {
 SIZES["wide"] = {**SIZES[None], "n448k": CANDIDATES[None]["n448k"]}
 CANDIDATES["wide"] = {k: v for k, v in CANDIDATES[None].items() if k != "n448k"}
 # `long`: the default sizes and four more budgets on the same sqrt(2) ladder, to 25.6 M tokens
-# (4.5 epochs of pycode; the trunks 4x longer): what exponent intervals under 0.3 take, run once.
+# (4.5 epochs of pycode; the trunks 4x longer): what exponent intervals under 0.3 take, measured
+# once (42 min; alpha's interval 0.18 wide, beta's 0.36; README, "The main job").
 SIZES["long"], CANDIDATES["long"] = SIZES[None], CANDIDATES[None]
 PYCODE_EPOCH = 5.74e6  # training bytes of pycode (11,213 windows of 512)
 # 6,250 to 25,000 updates of 4 x 64 bytes, sqrt(2) apart: five budgets from one trunk per size
