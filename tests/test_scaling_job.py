@@ -8,7 +8,7 @@ import sys
 
 from conftest import absl_messages
 from experiments.configs import scaling_lm
-from tfscale.scaling import check_runs, main_job, results, sweep
+from tfscale.scaling import check_runs, main_job, results, sweep, sweep_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,12 +73,17 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     assert (workdir / "fit" / "scaling.png").stat().st_size > 10_000
     assert "Compute-optimal for C" in proc.stdout and "| float16 |" in proc.stdout
     # a re-run (in this process, on the command's config) finds everything done: no sweep run
-    # and no update is trained again
+    # and no update is trained again; a row of a run the plan does not hold (a budget since taken
+    # out of the config) stays out of the fit
+    stale = {**rows[0], "name": "stale_T1e9", "group": "stale_T1e9", "loss": 9.0, "num_tokens": 1e9}
+    sweep_results.write_row(str(workdir / "sweep"), stale)
     logged = _logged(main_job.run_main_job, scaling_lm.get_config("tiny"), str(workdir))
     n = len(check["models"])
     assert f"plan check: {n} runs in this shard, {n} finished before, 0 to run" in logged
     assert "already trained" in logged
-    assert results.read(str(workdir / "sweep" / "results.jsonl")) == recorded
+    assert results.read(str(workdir / "sweep" / "results.jsonl")) == recorded + [stale]
+    again = json.loads((workdir / "scaling.json").read_text())
+    assert again["fit"]["n_points"] == job["fit"]["n_points"] and again["fit"]["params"] == job["fit"]["params"]
 
 
 def _logged(fn, *args):

@@ -75,8 +75,11 @@ def run_main_job(config, workdir):
         t = time.time()
         c = sweep.apply_overrides(config, (("sweep.sizes", tuple(size_entry(*e) for e in entries)),))
         state["out"] = out = sweep.run_sweep(c, io.join(workdir, "sweep"))
-        state["raw"] = results.read(out["results"])
-        rows = results.load(out["results"])
+        # This round's runs only: the folder may also hold rows of sizes an earlier invocation
+        # added, or of budgets since taken out of the config.
+        planned = set(out["planned"])
+        state["raw"] = [r for r in results.read(out["results"]) if r.get("name") in planned]
+        rows = [r for r in results.load(out["results"]) if r["name"] in planned]
         times["sweep"] += time.time() - t
         if len(rows) < len(laws.LAWS["chinchilla"].param_names):
             raise ConfigError(f"only {len(rows)} sweep runs finished; see {out['results']}")

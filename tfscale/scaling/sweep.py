@@ -35,7 +35,7 @@ __all__ = ["PlannedRun", "Progress", "RESULTS_FILE", "apply_overrides", "failed_
 
 def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
     """Runs this shard's share of the sweep into `workdir`; returns {"ran", "skipped", "failed",
-    "results"}.
+    "results", "planned"} ("planned": the names of every run of the sweep, all shards').
 
     train_fn(config, workdir, callbacks) -> summary (default `tfscale.training.train`; with a pool,
     a module-level function the workers can import). SIGTERM (preemption) or Ctrl-C stops the
@@ -45,8 +45,9 @@ def run_sweep(config, workdir, shard_index=0, num_shards=1, train_fn=None):
 
     workers = sweep_pool.resolve(config)  # first: on a GPU host this process leaves the GPUs to its workers
     planned = plan(config)
-    return run_runs(config, workdir, shard(planned, shard_index, num_shards), [r.name for r in planned],
-                    workers, train_fn, lock_name=f"sweep-shard{shard_index}of{num_shards}")
+    names = [r.name for r in planned]
+    return {**run_runs(config, workdir, shard(planned, shard_index, num_shards), names,
+                       workers, train_fn, lock_name=f"sweep-shard{shard_index}of{num_shards}"), "planned": names}
 
 
 def run_runs(config, workdir, runs, names, workers, train_fn=None, lock_name="sweep", label="sweep"):
