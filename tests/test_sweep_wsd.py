@@ -146,3 +146,14 @@ def test_a_finished_run_trained_with_other_settings_is_refused_before_anything_t
                                        optimizer__weight_decay=0.5).lock(), str(tmp_path))
     runs = io.gfile.listdir(io.join(str(tmp_path), "runs"))
     assert sorted(r.rstrip("/") for r in runs) == sorted(_names(wsd_sweep(sizes=one_size, num_tokens=(4096,))))
+
+
+def test_sweep_warmup_steps_sets_every_trunks_warmup_and_is_checked():
+    from tfscale import ConfigError  # pylint: disable=import-outside-toplevel
+    runs = sweep.plan(wsd_sweep(warmup_steps=3))
+    assert {dict(r.overrides)["schedule.warmup_steps"] for r in runs} == {3}
+    for bad in (-1, True):  # (a float is refused by the config itself)
+        with pytest.raises(ConfigError, match="sweep.warmup_steps must be a whole number >= 0"):
+            sweep.plan(wsd_sweep(warmup_steps=bad))
+    with pytest.raises(ConfigError, match="sweep.warmup_steps is the wsd trunks' warmup"):
+        sweep.plan(tiny_sweep(warmup_steps=3))

@@ -7,8 +7,9 @@ lib2to3, multiprocessing, tkinter, unittest, xml). Split by file, after the dedu
 side; about a quarter of each package's groups (by bytes) are held out, so a class is judged on
 files it never saw; and every held-out byte under a 64-byte span that also occurs in training is
 cut out. `tuning_train` and `tuning_validation` carve the training files again the same way,
-to choose hyperparameters on files the tuning runs never saw. Files are cut into non-overlapping windows; each class keeps at most
-`MAX_PER_CLASS` windows per split, evenly spaced over its files, so no package dominates.
+to choose hyperparameters on files the tuning runs never saw. Files are cut into
+non-overlapping windows; each class keeps at most `MAX_PER_CLASS` windows per split, evenly
+spaced over its files, so no package dominates.
 Inputs are byte values (int32 token ids), labels the package. Prepared offline on first use.
 """
 import hashlib

@@ -108,7 +108,7 @@ def plan(config):
     warmup_steps = s.get("warmup_steps", 0)
     if isinstance(warmup_steps, bool) or not (isinstance(warmup_steps, int) and warmup_steps >= 0):
         raise ConfigError(f"sweep.warmup_steps must be a whole number >= 0, got {s.warmup_steps!r}")
-    if s.get("warmup_steps", 0) and s.schedule != "wsd":
+    if warmup_steps and s.schedule != "wsd":
         raise ConfigError("sweep.warmup_steps is the wsd trunks' warmup; cosine runs take "
                           "sweep.warmup_fraction of their own length")
     if s.schedule not in ("cosine", "wsd"):
