@@ -6,7 +6,8 @@ L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals, picks the compute-o
 `scaling.compute_budget`, trains it and its two neighbouring sizes at that compute (side by
 side), compresses and exports it.
 `experiments.sweep` runs the sweep part alone. Variant `tiny`: seconds, for tests; `gpu`: one
-GPU host (see `_gpu` for its sizes and the arithmetic of its time).
+GPU host (see `_gpu` for its sizes and the arithmetic of its time); `wide` and `long`: wider
+ranges in N and D, each measured once for what narrower exponent intervals take (README).
 
 Learning rates per size come from a search sweep (README, "Scaling laws"). Each size trains once
 (warmup, then its peak rate held: the wsd trunk); each data budget is a 20 % 1-sqrt cooldown
