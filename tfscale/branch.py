@@ -41,8 +41,8 @@ def resolve(init_from):
     return prefix, step, source
 
 
-def kept_steps(run_dir):
-    """The updates of `run_dir`'s checkpoints, kept (`checkpoint.keep_steps`) or rotated."""
+def checkpoint_steps(run_dir):
+    """The updates of all of `run_dir`'s checkpoints: kept (`checkpoint.keep_steps`) and rotated."""
     directory = io.join(run_dir, "checkpoints")
     return {int(p.rsplit("-", 1)[1]) for p in (checkpoint.checkpoint_paths(directory)
                                                 + checkpoint.checkpoint_paths(io.join(directory, checkpoint.KEEP_DIR)))}
@@ -54,7 +54,7 @@ def newest_step_at_or_before(run_dir, step):
     A branch that starts there instead of at `step` trains the updates between again, at the
     run's own rate, on the same inputs: it still equals the unbroken run (a budget added to a
     finished sweep, between or beyond the trunk's kept points)."""
-    return max((s for s in kept_steps(run_dir) if s <= step), default=None)
+    return max((s for s in checkpoint_steps(run_dir) if s <= step), default=None)
 
 
 def check(config, workdir):

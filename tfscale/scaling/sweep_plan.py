@@ -41,7 +41,7 @@ def _trunk_path(reference, workdir):
     from tfscale.scaling import sweep_results  # pylint: disable=import-outside-toplevel
     name, _, step = reference[len(TRUNK_REF):].rpartition("@")
     trunk_dir, step = io.join(workdir, "runs", name), int(step)
-    if step in branch.kept_steps(trunk_dir) or name not in sweep_results.finished(workdir):
+    if step in branch.checkpoint_steps(trunk_dir) or name not in sweep_results.finished(workdir):
         # A trunk that failed or has not finished is no place to start from: its checkpoints
         # may still change, or be rotated away under a branch that resumes later.
         return f"{trunk_dir}@{step}"
