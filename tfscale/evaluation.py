@@ -279,10 +279,11 @@ def predict_saved_model(path, inputs, batch_size=512):
     return np.concatenate([out["probabilities"].numpy() for out in _serve_batches(serve, inputs, batch_size)])
 
 
-def language_model_report(serve, inputs, labels, batch_size=512):
-    """Next-token figures of a byte-level LM's serving signature on (windows, next bytes):
-    `loss` (mean cross-entropy in nats per token), `bits_per_byte`, `perplexity`, `accuracy`
-    (per token), `num_examples` (windows) and `num_tokens`."""
+def language_model_report(serve, inputs, labels, batch_size=512, bytes_per_token=1.0):
+    """Next-token figures of an LM's serving signature on (windows, next tokens): `loss` (mean
+    cross-entropy in nats per token), `bits_per_byte` (the loss over the held-out text's bytes per
+    token, as the run's own summary computes it), `perplexity`, `accuracy` (per token),
+    `num_examples` (windows) and `num_tokens`."""
     from scipy.special import log_softmax  # pylint: disable=import-outside-toplevel
 
     nll = correct = 0.0
@@ -294,7 +295,7 @@ def language_model_report(serve, inputs, labels, batch_size=512):
     tokens = int(labels.size)
     loss = nll / tokens
     return {"num_examples": int(len(labels)), "num_tokens": tokens, "loss": loss,
-            "bits_per_byte": float(loss / np.log(2)), "perplexity": float(np.exp(loss)),
+            "bits_per_byte": float(loss / np.log(2) / bytes_per_token), "perplexity": float(np.exp(loss)),
             "accuracy": correct / tokens}
 
 
@@ -320,7 +321,8 @@ def evaluate_workdir(workdir, data=None, step=None):
                                         _serve_batches(serve, inputs, config.eval.batch_size)])
         report = classification_report(labels, probabilities)
     else:
-        report = language_model_report(serve, inputs, labels, config.eval.batch_size)
+        report = language_model_report(serve, inputs, labels, config.eval.batch_size,
+                                       data.info.bytes_per_token)
     summary_path = io.join(workdir, "summary.json")
     if step is None:
         step = io.read_json(summary_path)["steps"] if io.exists(summary_path) else 0
