@@ -106,10 +106,14 @@ def test_a_killed_and_resumed_run_stops_at_the_same_update_with_the_same_best_we
 
 def test_a_stopped_run_run_again_trains_nothing(stopped, caplog):
     workdir, summary = stopped
+    listing = lambda: sorted(os.path.relpath(os.path.join(root, f), workdir)
+                             for root, _, files in os.walk(workdir) for f in files if f != ".lock")
+    before = listing()
     with caplog.at_level("INFO", logger="absl"):
         again = tfscale.train(stopping_config(), workdir)
     assert "already stopped early at update" in caplog.text
     assert again == summary
+    assert listing() == before  # no new TensorBoard event file, nothing else
 
 
 def test_the_evaluations_reach_later_callbacks_in_their_logs(tmp_path):
@@ -151,8 +155,10 @@ def test_bad_settings_are_refused_before_anything_is_written(overrides, fragment
         config_lib.validate(tiny_config(**overrides))
 
 
-def test_a_monitor_the_evaluation_does_not_measure_is_refused(tmp_path):
-    config = tiny_config(train__num_steps=20, eval__every_steps=EVERY, export__saved_model=False,
-                         train__early_stopping__monitor="eval_auc")
-    with Run(config, str(tmp_path / "run")) as run, pytest.raises(ConfigError, match="eval_auc.*is not measured"):
-        run.fit()
+def test_a_monitor_the_evaluation_does_not_measure_is_refused_before_any_write(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = dict(train__num_steps=20, eval__every_steps=EVERY, export__saved_model=False)
+    with pytest.raises(ConfigError, match="eval_auc.*is not measured; the evaluation gives eval_loss, eval_accuracy"):
+        Run(tiny_config(train__early_stopping__monitor="eval_auc", **config), workdir)
+    assert not os.path.exists(workdir)
+    assert tfscale.train(tiny_config(**config), workdir)["steps"] == 20  # the corrected command is not refused

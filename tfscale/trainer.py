@@ -114,11 +114,19 @@ def per_example_loss_fn(loss):
     return per_example
 
 
+_ACCURACY = {"sparse_categorical_crossentropy": lambda: keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+             "masked_lm": lambda: MaskedAccuracy()}  # pylint: disable=unnecessary-lambda
+
+
+def measured(loss):
+    """The figures an evaluation of a model compiled with `loss` reports, known before it runs."""
+    return ("loss", "accuracy") if loss in _ACCURACY else ("loss",)
+
+
 def compile_model(model, optimizer, loss, **kwargs):
     """Compiles `model` as every run and fine-tuning phase is: `loss`, plus accuracy (per token
     for LMs) when it is sparse categorical cross-entropy. `kwargs` go to `compile`."""
-    metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-               if loss == "sparse_categorical_crossentropy" else [MaskedAccuracy()] if loss == "masked_lm" else [])
+    metrics = [_ACCURACY[loss]()] if loss in _ACCURACY else []
     # weighted_metrics=[]: the sample weights reach the metrics as a mask (test_step), on purpose.
     model.compile(optimizer, loss=loss, metrics=metrics, weighted_metrics=[], **kwargs)
 

@@ -78,6 +78,8 @@ class Run:
         # One label per example: a classifier (eval.json, probabilities in the export).
         self.classifier = self.data.task == "classifier"
         self._build()  # a model knob Keras would refuse fails here, before any write
+        if config.eval.every_steps:
+            periodic_eval.check_monitor(config.train.early_stopping, trainer.measured(config.train.loss))
         if check_network is not None:
             check_network(config, self.network)
         # Nothing above writes to the workdir; from here on the run owns it. One process at a
@@ -155,7 +157,10 @@ class Run:
             if c.model.get("init_from"):  # fine-tuning: the pretrained weights, once
                 self.warm_started = warm_start.load(self.network, c)
         start = self.started_at = self.step
-        writer = tf.summary.create_file_writer(io.join(self.workdir, "tensorboard")) if self.chief else None
+        done = start >= c.train.num_steps or self.stopped_early
+        # A finished run opens no TensorBoard writer: each writer is a new event file.
+        writer = (tf.summary.create_file_writer(io.join(self.workdir, "tensorboard"))
+                  if self.chief and not done else None)
         card = models.describe(self.network, c.model, self.data.task)  # MFU from every FLOP, logits included
         logger = callbacks.MetricsLogger(
             self.own_dir, c.train.log_every_steps, c.train.batch_size, c.train.num_steps, writer,
