@@ -38,9 +38,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfscale import precision
+from tfscale.data.info import IGNORED  # a target that counts for nothing (masked-LM data)
 from tfscale.errors import ConfigError
 
-IGNORED = -1  # a target that counts for nothing: the unmasked positions of masked-LM data
 
 
 class UpdateScale:

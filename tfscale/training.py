@@ -20,6 +20,7 @@ import tf_keras as keras
 from tfscale import (branch, callbacks, checkpoint, config as config_lib, data, distribute, evaluation,
                      export, io, launch, lock, models, optim, periodic_eval, precision, throughput, trainer,
                      warm_start, workdir as workdir_lib)
+from tfscale.data import checks as data_checks
 
 
 def _jit_compile(setting, device_kind, num_replicas):
@@ -78,6 +79,7 @@ class Run:
         # One label per example: a classifier (eval.json, probabilities in the export).
         self.classifier = self.data.task == "classifier"
         self._build()  # a model knob Keras would refuse fails here, before any write
+        self._check_examples()  # records against their declared shapes, classes and the model
         if config.eval.every_steps:
             periodic_eval.check_monitor(config.train.early_stopping, trainer.measured(config.train.loss))
         if check_network is not None:
@@ -119,6 +121,17 @@ class Run:
             trainer.compile_model(self.model, self.optimizer, c.train.loss,
                                   steps_per_execution=self.steps_per_execution,
                                   jit_compile=self.jit_compile)
+
+    def _check_examples(self):
+        """The first training batch and the evaluated held-out examples, read as training will
+        read them, against the data's declared values and the network's output."""
+        c, source = self.config, self.data
+        output_shape = getattr(self.network, "output_shape", None)
+        first = np.arange(min(c.train.batch_size, source.info.num_train))
+        for split, (inputs, labels) in (("train", source.read("train", first)),
+                                        ("eval", source.eval_arrays(c.eval.max_examples))):
+            data_checks.check_examples(source, split, inputs, labels, c.train.loss,
+                                       output_shape if isinstance(output_shape, tuple) else None)
 
     def close(self):
         """Releases the workdir; removes a non-chief worker's temporary folder."""

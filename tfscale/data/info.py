@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+IGNORED = -1  # a target that counts for nothing: the unmasked positions of masked-LM data
+
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:

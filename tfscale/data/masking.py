@@ -2,7 +2,7 @@
 
 `data.mask_rate` of the positions are chosen (15 % in BERT); a chosen token becomes the mask
 token (id = the vocabulary size) 80 % of the time, a random token 10 % and stays itself 10 %;
-the targets are the original tokens at the chosen positions and `trainer.IGNORED` elsewhere
+the targets are the original tokens at the chosen positions and `info.IGNORED` elsewhere
 (loss `masked_lm`). Which positions and what they become is a counter-based hash of (seed,
 example position in the training stream, token position), so masks change every epoch (as in
 RoBERTa) yet are a pure function of (seed, step): the same on any number of replicas and after a
@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfscale.data.source import DataSource
-from tfscale.trainer import IGNORED
+from tfscale.data.info import IGNORED
 
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1  # of the chosen positions; the other 10 % keep their token
 _EVAL_OFFSET = 1 << 40  # held-out positions never meet training ones

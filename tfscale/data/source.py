@@ -25,6 +25,7 @@ class DataSource:
     """
 
     info = None  # DataInfo: shapes, classes, split sizes and the task
+    origin = None  # where the examples are, as errors name it (a file); None: the data set's name
 
     @property
     def task(self):

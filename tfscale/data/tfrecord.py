@@ -76,21 +76,50 @@ def feature_spec(path, keys):
     return spec
 
 
-def count_records(files, label_key):
-    """(records per file, the largest label in them), reading each file once; a damaged file is
-    a ConfigError naming it. Every label is looked at, so classes found only in a later shard
-    (shards sorted by class) still get an output."""
+def _lengths(values, kind):
+    """Values per record of a parsed VarLenFeature batch (bytes: the length of its one string)."""
+    if kind == "bytes_list":
+        return tf.cast(tf.strings.length(tf.sparse.to_dense(values, default_value=""))[:, 0], tf.int64)
+    return tf.math.bincount(tf.cast(values.indices[:, 0], tf.int32), minlength=tf.cast(values.dense_shape[0], tf.int32),
+                            dtype=tf.int64)
+
+
+def count_records(files, keys, spec):
+    """(records per file, the largest label in them), reading each file once. Every record must
+    hold its features at the lengths of the first record (`spec`) and labels of 0 or more; a
+    damaged file or a record that differs is a ConfigError naming the file and the feature. Every
+    label is looked at, so classes found only in a later shard (shards sorted by class) still get
+    an output."""
     counts, largest = [], -1
-    feature = {label_key: tf.io.VarLenFeature(tf.int64)}
+    label_key = keys[1]
+    feature = {k: tf.io.VarLenFeature(_KINDS[spec[k][0]][0]) for k in keys}
+
+    def summary(records):
+        parsed = tf.io.parse_example(records, feature)
+        lengths = [_lengths(parsed[k], spec[k][0]) for k in keys]
+        labels = parsed[label_key].values
+        return (tf.shape(records, out_type=tf.int64)[0], tf.reduce_max(labels), tf.reduce_min(labels),
+                *[tf.reduce_min(n) for n in lengths], *[tf.reduce_max(n) for n in lengths])
+
+    big = np.iinfo(np.int64).max
     for path in files:
-        ds = tf.data.TFRecordDataset(path).batch(1024).map(
-            lambda r: (tf.shape(r, out_type=tf.int64)[0],
-                       tf.reduce_max(tf.io.parse_example(r, feature)[label_key].values)))
+        ds = tf.data.TFRecordDataset(path).batch(1024).map(summary)
+        start = tuple(np.int64(v) for v in (0, -1, big, big, big, -1, -1))
         try:
-            n, top = ds.reduce((np.int64(0), np.int64(-1)), lambda acc, x: (acc[0] + x[0], tf.maximum(acc[1], x[1])))
+            n, top, low, *ranges = ds.reduce(start, lambda a, x: (
+                a[0] + x[0], tf.maximum(a[1], x[1]), tf.minimum(a[2], x[2]), tf.minimum(a[3], x[3]),
+                tf.minimum(a[4], x[4]), tf.maximum(a[5], x[5]), tf.maximum(a[6], x[6])))
         except tf.errors.OpError as e:
             raise ConfigError(f"TFRecord file {path} is damaged (truncated or corrupt: "
                               f"{e.message.splitlines()[0]})") from None
+        for key, shortest, longest in zip(keys, ranges[:2], ranges[2:]):
+            if int(n) and (int(shortest) != spec[key][1] or int(longest) != spec[key][1]):
+                other = int(shortest) if int(shortest) != spec[key][1] else int(longest)
+                raise ConfigError(f"TFRecord file {path}: feature {key!r} holds {other} values in some records, "
+                                  f"{spec[key][1]} in the first: every record must hold the same number")
+        if int(n) and int(low) < 0:
+            raise ConfigError(f"TFRecord file {path}: feature {label_key!r} holds the label {int(low)}; labels "
+                              "are classes 0, 1, ...")
         counts.append(int(n))
         largest = max(largest, int(top))
     return counts, largest
@@ -117,13 +146,14 @@ class TFRecordSource(DataSource):
         if label_kind != "int64_list":
             raise ConfigError(f"TFRecord feature {self.keys[1]!r} of {self.files['train'][0]} holds "
                               f"{label_kind.split('_')[0]}s: labels must be integer classes (int64)")
-        counted = {split: count_records(files, self.keys[1]) for split, files in self.files.items()}
+        counted = {split: count_records(files, self.keys, self.spec) for split, files in self.files.items()}
         self.counts = {split: c for split, (c, _) in counted.items()}
         task = "classifier" if label_len == 1 else "lm"
         if task == "lm" and label_len != in_len:
             raise ConfigError(f"TFRecord features: {label_len} labels for {in_len} inputs; a label per example "
                               "(classifier) or per input position (language model)")
         self._eval = None
+        self.origin = f"TFRecord files {data_config.path}"
         # Classes (or token ids): one more than the largest label of any file.
         num_classes = max(top for _, top in counted.values()) + 1
         if task == "lm":
