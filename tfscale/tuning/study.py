@@ -85,6 +85,24 @@ def fingerprint(config):
     return kept
 
 
+POSTGRES_DRIVERS = ("psycopg", "psycopg2")  # SQLAlchemy's default for postgresql:// first
+
+
+def with_driver(url):
+    """`url` naming the installed PostgreSQL driver when it names none: SQLAlchemy's default for a
+    bare `postgresql://` changed from psycopg2 to psycopg (3) in 2.1, so the docs' `pip install
+    psycopg2-binary` alone would not open it. Other URLs are returned as they are."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("postgresql", "postgres"):
+        return url
+    for driver in POSTGRES_DRIVERS:
+        if importlib.util.find_spec(driver) is not None:
+            return f"postgresql+{driver}://{rest}"
+    raise ConfigError(f"tune.storage {shown_url(url)} needs a PostgreSQL driver: pip install psycopg2-binary "
+                      "(or psycopg[binary])")
+
+
 def _unopenable(url, error):
     text = " ".join(str(error).split())[:300]
     return ConfigError(f"tune.storage {shown_url(url)} cannot be opened: {type(error).__name__}: {text}")
@@ -98,6 +116,7 @@ def open_study(config, workdir, params):
 
     tune = config.tune
     url = storage_url(tune, workdir)
+    driver_url = with_driver(url)
     if url.startswith("sqlite:///") and not io.is_remote(workdir):
         io.makedirs(workdir)
     import sqlalchemy.exc  # pylint: disable=import-outside-toplevel
@@ -106,7 +125,7 @@ def open_study(config, workdir, params):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
                 storage = RDBStorage(
-                    url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                    driver_url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
                     heartbeat_interval=tune.heartbeat_seconds, grace_period=2 * tune.heartbeat_seconds,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                         inherit_intermediate_values=True))
