@@ -128,8 +128,8 @@ class Run:
         c, source = self.config, self.data
         output_shape = getattr(self.network, "output_shape", None)
         first = np.arange(min(c.train.batch_size, source.info.num_train))
-        for split, (inputs, labels) in (("train", source.read("train", first)),
-                                        ("eval", source.eval_arrays(c.eval.max_examples))):
+        self._eval_arrays = source.eval_arrays(c.eval.max_examples)  # what `evaluate` measures, read once
+        for split, (inputs, labels) in (("train", source.read("train", first)), ("eval", self._eval_arrays)):
             data_checks.check_examples(source, split, inputs, labels, c.train.loss,
                                        output_shape if isinstance(output_shape, tuple) else None)
 
@@ -234,7 +234,7 @@ class Run:
         if getattr(self, "_eval_ds", None) is None:
             # Rounded up to a multiple of the replicas, so every replica's batch has one static shape.
             batch = -(-self.config.eval.batch_size // self.num_replicas) * self.num_replicas
-            self._eval_ds = self.data.eval_dataset(batch, self.config.eval.max_examples)
+            self._eval_ds = data.eval_dataset(self._eval_arrays, batch)
         variables = [v for m in self.model.metrics for v in m.variables]
         saved = [v.numpy() for v in variables]
         results = self.model.evaluate(self._eval_ds, verbose=0, return_dict=True)

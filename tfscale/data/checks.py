@@ -53,10 +53,13 @@ def _check_label_range(where, labels, num_classes, allow_ignored):
 
 
 def _check_output(where, output_shape, label_shape, info):
-    """Sparse cross-entropy needs one logit per class at each labelled position."""
+    """Sparse cross-entropy needs a logit for every class at each labelled position (more is
+    allowed: a masked LM also scores its mask token)."""
     shape = tuple(output_shape[1:])
-    wanted = (*(d for d in label_shape if label_shape != (1,)), info.num_classes)
-    if len(shape) != len(wanted) or any(s is not None and s != w for s, w in zip(shape, wanted)):
+    positions = tuple(d for d in label_shape if label_shape != (1,))
+    fits = (len(shape) == len(positions) + 1 and all(s is None or s == p for s, p in zip(shape, positions))
+            and (shape[-1] is None or shape[-1] >= info.num_classes))
+    if not fits:
         raise ConfigError(f"{where}: the model gives outputs of shape {list(shape)}, the labels need "
-                          f"{list(wanted)} (a logit per class, {info.num_classes} classes, at each labelled "
-                          "position)")
+                          f"{list((*positions, info.num_classes))} (a logit per class, {info.num_classes} classes, "
+                          "at each labelled position)")
