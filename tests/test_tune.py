@@ -109,6 +109,7 @@ def test_space_entries_parse_into_typed_params():
     ({"tune__direction": "up"}, "tune.direction must be"),
     ({"tune__num_trials": 0}, "tune.num_trials must be >= 1"),
     ({"tune__storage": "study.db"}, "is not a database URL"),
+    ({"train__early_stopping__monitor": "eval_auc"}, "'eval_auc' is not measured; the evaluation gives eval_loss"),
     ({"tune__study_name": " "}, "tune.study_name is empty"),
     ({"eval__every_steps": 0}, "tune.pruner=median needs periodic evaluation"),
     ({"tune__best_config_overrides": ("data.nope=1",)}, "tune.best_config_overrides: unknown config key 'data.nope'"),
@@ -127,6 +128,13 @@ def test_a_bad_spec_on_the_command_line_is_one_error_line_and_writes_nothing(tmp
                            f"--workdir={workdir}", "--config.tune.space=('optimizer.learning_rate=loguniform(0, 1e-2)',)"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "needs lo > 0" in one_error_line(proc)
+    assert not workdir.exists()
+
+
+def test_a_sqlite_storage_in_a_missing_folder_is_refused_before_anything_is_written(tmp_path):
+    workdir = tmp_path / "study"
+    with pytest.raises(ConfigError, match=f"the folder {tmp_path}/nowhere does not exist"):
+        tuning.tune(tiny(tune__storage=f"sqlite:///{tmp_path}/nowhere/study.db"), str(workdir), say=_quiet)
     assert not workdir.exists()
 
 

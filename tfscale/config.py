@@ -136,6 +136,11 @@ def _validate_periodic_eval(config):
             f"train.early_stopping.monitor must be a held-out figure (eval_loss, eval_accuracy), got {e.monitor!r}")
     require(not e.patience or every, "train.early_stopping.patience needs eval.every_steps > 0: "
             "it counts the periodic evaluations")
+    if every:
+        from tfscale import trainer  # pylint: disable=import-outside-toplevel  (what a loss's evaluation gives)
+        given = [f"eval_{name}" for name in trainer.measured(t.loss)]
+        require(e.monitor in given, f"train.early_stopping.monitor {e.monitor!r} is not measured; the evaluation "
+                f"gives {', '.join(given)}")
     profile = profile_range(t.profile_steps)
     if profile is not None:
         require(0 <= profile[0] < profile[1] <= t.num_steps,

@@ -77,15 +77,6 @@ def restore_best(manager, step):
     logging.info("restored the best weights: update %d (%s)", step, path)
 
 
-def check_monitor(stopping, measured):
-    """Refuses a `train.early_stopping.monitor` the evaluation will not give (e.g. eval_accuracy
-    of a model trained on mse), before the run writes anything."""
-    given = [f"eval_{name}" for name in measured]
-    if stopping.monitor not in given:
-        raise ConfigError(f"train.early_stopping.monitor {stopping.monitor!r} is not measured; "
-                          f"the evaluation gives {', '.join(given)}")
-
-
 class PeriodicEvaluation(keras.callbacks.Callback):
     """Evaluates every `every_steps` updates and at the last one; tracks the best; stops early.
 

@@ -80,8 +80,6 @@ class Run:
         self.classifier = self.data.task == "classifier"
         self._build()  # a model knob Keras would refuse fails here, before any write
         self._check_examples()  # records against their declared shapes, classes and the model
-        if config.eval.every_steps:
-            periodic_eval.check_monitor(config.train.early_stopping, trainer.measured(config.train.loss))
         if check_network is not None:
             check_network(config, self.network)
         # Nothing above writes to the workdir; from here on the run owns it. One process at a

@@ -34,6 +34,18 @@ def storage_url(tune, workdir):
     return "sqlite:///" + os.path.abspath(io.join(workdir, "study.db"))
 
 
+def _check_sqlite_folder(storage):
+    """A SQLite file named by `tune.storage` must be in a folder that exists: SQLite does not make
+    it, and the failure would come after five retries, with nothing to say which path."""
+    import os  # pylint: disable=import-outside-toplevel
+    if not storage.startswith("sqlite:///"):
+        return
+    folder = os.path.dirname(storage[len("sqlite:///"):]) or "."
+    if not os.path.isdir(folder):
+        raise ConfigError(f"tune.storage {storage}: the folder {folder} does not exist (SQLite makes the file, "
+                          "not its folder)")
+
+
 def shown_url(url):
     """The URL without its password, for messages and reports."""
     import re  # pylint: disable=import-outside-toplevel
@@ -117,7 +129,8 @@ def open_study(config, workdir, params):
     tune = config.tune
     url = storage_url(tune, workdir)
     driver_url = with_driver(url)
-    if url.startswith("sqlite:///") and not io.is_remote(workdir):
+    _check_sqlite_folder(tune.storage)
+    if not tune.storage and not io.is_remote(workdir):  # the default: SQLite inside the workdir
         io.makedirs(workdir)
     import sqlalchemy.exc  # pylint: disable=import-outside-toplevel
     for attempt in range(OPEN_ATTEMPTS):
