@@ -13,8 +13,13 @@ Files are deduplicated and split by file (`tfscale/data/corpus.py`: no 64-byte s
 held-out text occurs in training), tokenized (bytes, or a SentencePiece model trained on the
 training files and stored with the shards), and cut into windows of seq_len + 1 tokens.
 `manifest.json` records counts, bytes, dtypes, the tokenizer, the split rule and a SHA-256 per
-shard. Re-running the same command keeps complete shards. Train from it with
-`--config.data.name=array_record --config.data.path=DIR`.
+shard (and of the SentencePiece model). Re-running the same command keeps complete shards. Train
+from it with `--config.data.name=array_record --config.data.path=DIR`.
+
+The folder is locked while it is written (a second prepare, or a run, on it is refused naming
+the holder); `prepare.json` records what it was prepared from, and another config or other flags
+are refused rather than mixed in; a prepare that fails before its first complete shard leaves
+nothing behind, so the corrected command starts afresh.
 """
 import json
 
@@ -36,6 +41,14 @@ flags.DEFINE_float("validation_share", 0.05, "--files: share of the bytes held o
 flags.DEFINE_list("suffixes", [".py"], "--files: file name endings to read.")
 flags.DEFINE_list("skip_folders", ["__pycache__", "idle_test", "test", "testing", "tests"],
                   "--files: folder names not entered.")
+# data config keys that change how the data is served, not what is written
+NOT_WRITTEN = ("service", "shuffle_buffer")
+
+
+def config_settings(config, shards):
+    """What a folder prepared from a config is recorded with (`array_record.check_settings`)."""
+    data_config = {k: v for k, v in json.loads(config.data.to_json()).items() if k not in NOT_WRITTEN}
+    return {"data": data_config, "seq_len": config.model.get("seq_len"), "shards": shards}
 
 
 def main():
@@ -45,7 +58,8 @@ def main():
 
     f, out = flags.FLAGS, flags.FLAGS.workdir
     if f.verify:
-        print(f"{out}: {array_record.verify(out)} shards match their manifest")
+        array_record.check_folder(out, "to verify")
+        print(f"{out}: {array_record.verify(out)} files match their manifest")
         return
     if f.shards < 1:
         raise ConfigError(f"--shards must be >= 1, got {f.shards}")
@@ -60,10 +74,11 @@ def main():
         if config.data.name == "array_record":
             raise ConfigError("the config's data is already an ArrayRecord folder (data.path)")
         data.check_name(config.data)
-        source = data.load(config.data, config.model.get("seq_len"))
-        manifest = array_record.write(out, source, f.shards,
-                                      description={"data": json.loads(config.data.to_json()),
-                                                   "seq_len": config.model.get("seq_len")})
+        with array_record.preparing(out, config_settings(config, f.shards)):
+            source = data.load(config.data, config.model.get("seq_len"))
+            manifest = array_record.write(out, source, f.shards,
+                                          description={"data": json.loads(config.data.to_json()),
+                                                       "seq_len": config.model.get("seq_len")})
         keys = ("name", "task", "inputs", "labels", "splits")
     print(json.dumps({k: manifest[k] for k in keys}, indent=2))
 

@@ -133,13 +133,15 @@ def _damage(folder, damage):
     elif damage == "truncated_shard":
         with open(shard, "r+b") as f:
             f.truncate(os.path.getsize(shard) // 2)
-    elif damage in ("manifest_count", "manifest_json"):
+    elif damage in ("manifest_count", "manifest_json", "manifest_layout"):
         import json  # pylint: disable=import-outside-toplevel
         with open(manifest_path) as f:
             manifest = json.load(f)
         manifest["splits"]["train"]["num_examples"] += 7
+        if damage == "manifest_layout":  # an entry cut out by hand
+            del manifest["splits"]["eval"]
         with open(manifest_path, "w") as f:
-            f.write(json.dumps(manifest) if damage == "manifest_count" else json.dumps(manifest)[:-20])
+            f.write(json.dumps(manifest)[:-20] if damage == "manifest_json" else json.dumps(manifest))
 
 
 @pytest.mark.parametrize("damage,fragment", [
@@ -149,6 +151,7 @@ def _damage(folder, damage):
     ("truncated_shard", "eval-00002-of-00003.array_record is "),
     ("manifest_count", "manifest.json does not match its files: its train shards hold"),
     ("manifest_json", "manifest.json is not valid JSON"),
+    ("manifest_layout", "manifest.json is damaged (its eval entry is missing or malformed)"),
     ("no_path", "needs data.path"),
 ])
 def test_a_bad_data_folder_is_one_error_line(digits_dir, tmp_path, damage, fragment):

@@ -8,17 +8,24 @@ decodes with one `np.frombuffer`. Example i of a split is the i-th record across
 order, so the training order stays the pure function of (seed, step) that every source uses
 (`batches.index_dataset_fn`): each input pipeline reads only its own rows of each global batch,
 with parallel reads and prefetching in tf.data.
+
+Writing (`preparing`) holds the folder's workdir lock (the one training takes: one process at a
+time), records the settings in `prepare.json` so a re-run with others is refused rather than
+mixed in, and takes back what a prepare that failed before its first complete shard wrote.
 """
+import contextlib
 import datetime
 import hashlib
 import json
 import os
+import shutil
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from tfscale import io
+from tfscale.lock import WorkdirLock
 from tfscale.data.info import DataInfo
 from tfscale.data.source import DataSource
 from tfscale.errors import ConfigError
@@ -30,6 +37,7 @@ READABLE_VERSIONS = (1, 2)
 # 4x faster to read by index than the default brotli, and no larger.
 WRITER_OPTIONS = "group_size:1,uncompressed"
 MANIFEST = "manifest.json"
+SETTINGS = "prepare.json"  # what a folder was prepared with; a re-run must ask for the same
 SPLITS = ("train", "eval")
 
 
@@ -50,14 +58,16 @@ def read_manifest(directory):
     path = os.path.join(directory, MANIFEST)
     if not os.path.exists(path):
         raise ConfigError(f"data.path {directory} holds no {MANIFEST}: prepare it with "
-                          "`python -m experiments.prepare --config=... --out=DIR`")
+                          "`python -m experiments.prepare --config=... --workdir=DIR`")
     try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except ValueError as e:
+        with open(path, "rb") as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError alike
         raise ConfigError(f"{path} is not valid JSON ({e})") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") not in READABLE_VERSIONS:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or manifest.get("version") not in READABLE_VERSIONS:
         raise ConfigError(f"{path} is not a {FORMAT} manifest of version {', '.join(map(str, READABLE_VERSIONS))}")
+    _check_layout(path, manifest)
     for split in SPLITS:
         for name in manifest["splits"][split]["files"]:
             _check_shard(directory, name, manifest)
@@ -68,6 +78,27 @@ def read_manifest(directory):
                 raise ConfigError(f"{path} does not match its files: its {split} shards hold {counted} "
                                   f"records, it says {manifest['splits'][split]['num_examples']}")
     return manifest
+
+
+def _check_layout(path, manifest):
+    """The keys every reader indexes, there and of the right kind: a manifest cut or edited by
+    hand is one line naming it, not a KeyError."""
+    try:
+        for split in SPLITS:
+            entry = manifest["splits"][split]
+            if not isinstance(entry["files"], list) or not all(isinstance(n, str) for n in entry["files"]) \
+                    or not isinstance(entry["num_examples"], int):
+                raise TypeError(split)
+            records = manifest.get("records", {})
+            if not isinstance(records, dict) or ("records" in manifest and not all(
+                    isinstance(records.get(n), int) for n in entry["files"])):
+                raise TypeError("records")
+        for key in ("sha256", "bytes", "tokenizer"):
+            if not isinstance(manifest.get(key, {}), dict):
+                raise TypeError(key)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{path} is damaged (its {e.args[0] if e.args else ''} entry is missing or malformed): "
+                          "prepare the folder again") from None
 
 
 def _check_shard(directory, name, manifest):
@@ -87,13 +118,17 @@ def _check_shard(directory, name, manifest):
 
 
 def verify(directory):
-    """Reads every shard whole: its SHA-256 and its record count against the manifest. Returns
-    the number of shards checked; a ConfigError names the first that differs."""
+    """Reads every file the manifest hashes whole: each shard's SHA-256 and record count, and
+    the tokenizer's model and spec (`_verify_tokenizer`). Returns the number of files checked;
+    a ConfigError names the first that differs."""
     from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
     manifest = read_manifest(directory)
     names = [n for split in SPLITS for n in manifest["splits"][split]["files"]]
     for name in names:
         path = os.path.join(directory, name)
+        if name not in manifest.get("sha256", {}):
+            raise ConfigError(f"{os.path.join(directory, MANIFEST)} records no SHA-256 of shard {name}: "
+                              "prepare the folder again")
         if _sha256(path) != manifest["sha256"][name]:
             raise ConfigError(f"shard {path} does not match its manifest's SHA-256: delete it and prepare again")
         if "records" in manifest:
@@ -103,7 +138,28 @@ def verify(directory):
                 raise ConfigError(f"shard {path} cannot be read ({str(e).splitlines()[0]})") from None
             if count != manifest["records"][name]:
                 raise ConfigError(f"shard {path} holds {count} records, its manifest says {manifest['records'][name]}")
-    return len(names)
+    return len(names) + (_verify_tokenizer(directory, manifest["tokenizer"]) if "tokenizer" in manifest else 0)
+
+
+def _verify_tokenizer(directory, spec):
+    """The tokenizer stored with the shards: its model's SHA-256 against the manifest's (a
+    flipped byte in `tokenizer.model` changes every id), and `tokenizer.json` naming the same
+    tokenizer. Returns the number of files checked."""
+    from tfscale.data import tokenizers  # pylint: disable=import-outside-toplevel
+    again = f"delete {tokenizers.MODEL_FILE} and {tokenizers.SPEC_FILE} and prepare again (the same command " \
+            "trains the same model)"
+    checked = 1
+    if spec.get("sha256"):
+        path = os.path.join(directory, tokenizers.MODEL_FILE)
+        if not os.path.isfile(path):
+            raise ConfigError(f"{directory} is missing its tokenizer model {tokenizers.MODEL_FILE}: {again}")
+        if _sha256(path) != spec["sha256"]:
+            raise ConfigError(f"tokenizer model {path} does not match its manifest's SHA-256: {again}")
+        checked += 1
+    if not tokenizers.same(tokenizers.load(directory).spec(), spec):
+        raise ConfigError(f"{os.path.join(directory, tokenizers.SPEC_FILE)} does not describe the tokenizer "
+                          f"its manifest names: {again}")
+    return checked
 
 
 class ArrayRecordSource(DataSource):
@@ -179,6 +235,114 @@ class ArrayRecordSource(DataSource):
             return inputs, labels
 
         return gather
+
+
+def _flat(settings, prefix=""):
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_settings(directory, settings, record=True):
+    """Records `settings` (JSON data) in the folder's prepare.json (if `record`), or, if it holds
+    one, refuses other settings: shards of two settings would mix in one folder and pass no
+    `--verify`."""
+    path = os.path.join(directory, SETTINGS)
+    if not os.path.exists(path):
+        if record:
+            io.write_json(path, settings)
+        return
+    try:
+        with open(path, "rb") as f:
+            before = json.loads(f.read().decode("utf-8"))
+    except ValueError as e:
+        raise ConfigError(f"{path} is damaged ({e}): delete the folder and prepare it again") from None
+    before, now = _flat(before) if isinstance(before, dict) else {}, _flat(json.loads(json.dumps(settings)))
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise ConfigError(f"{directory} was prepared with other settings ({shown} differ): "
+                          "prepare into a new folder, or delete it")
+
+
+@contextlib.contextmanager
+def preparing(directory, settings):
+    """The block that writes a prepared folder: checked (`check_folder`), locked (the workdir
+    lock of training: a second prepare is refused naming the holder), its settings recorded or
+    compared (`check_settings`). If the block fails before the folder holds a complete shard,
+    what it wrote goes again (a folder that was there stays, as it was), so the corrected
+    command is not refused for settings that never produced anything; once a shard is
+    complete, it stays and the same command resumes."""
+    check_folder(directory)
+    check_settings(directory, settings, record=False)  # refused before the lock touches the folder
+    created = _missing_folders(directory)
+    had_lock = os.path.exists(os.path.join(directory, ".lock"))
+    lock = WorkdirLock(directory)
+    try:
+        lock.acquire()
+    except ConfigError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except  (the folder cannot be made: one line)
+        raise ConfigError(f"--workdir {directory} cannot be written ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    before = set(os.listdir(directory)) - (set() if had_lock else {".lock"})
+    taken_back = False
+    try:
+        check_settings(directory, settings)
+        yield
+    except BaseException:
+        taken_back = _take_back(directory, before)
+        raise
+    finally:
+        lock.release()
+        for folder in created if taken_back else ():
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty: something else is there now; leave it
+                break
+
+
+def check_folder(directory, purpose="to prepare into"):
+    """A folder to prepare into or verify: named, local (shards are written and read with local
+    file calls), and a folder or not there yet."""
+    if not str(directory or "").strip():
+        raise ConfigError(f"--workdir is empty (an unset shell variable?); name the folder {purpose}")
+    if io.is_remote(directory):
+        raise ConfigError(f"--workdir {directory} is not a local folder: prepare into a local one, then copy it")
+    parent = directory
+    while not os.path.exists(parent):
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.path.isdir(parent):
+        where = "" if os.path.abspath(parent) == os.path.abspath(directory) else f" ({parent} is a file)"
+        raise ConfigError(f"--workdir {directory} is not a folder{where}: name the folder {purpose}")
+
+
+def _missing_folders(directory):
+    """The folders that making `directory` creates, deepest first."""
+    missing, folder = [], os.path.abspath(directory)
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def _take_back(directory, before):
+    """Removes what a failed prepare added to `directory` (not its entries in `before`) unless it
+    holds a complete shard, which a re-run keeps. Returns whether it removed anything."""
+    if any(name.endswith(".array_record") for name in os.listdir(directory)):
+        return False
+    for name in sorted(set(os.listdir(directory)) - before):
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    logging.info("prepare: failed before its first shard; %s is left as it was", directory)
+    return True
 
 
 def _manifest_head(name, task, num_classes, input_scale, inputs, labels, description, **extra):

@@ -6,10 +6,13 @@
   `array_record.write_windows` (manifest: counts, bytes, tokenizer, split rule, checksums).
 
 Re-running the same command keeps complete shards and rewrites the rest: every step before the
-shards is a pure function of the files and the flags, so the shards come out the same.
+shards is a pure function of the files and the flags, so the shards come out the same. The
+folder is written under `array_record.preparing` (locked, settings recorded in prepare.json,
+a failure before the first shard leaves nothing behind); a tree that changes while it is read
+is refused (`corpus`), and so is a split that comes out empty (`check_split`): a corpus with
+no held-out window would train and then fail at its first evaluation.
 """
 import hashlib
-import json
 import os
 import time
 
@@ -19,35 +22,54 @@ import numpy as np
 from tfscale.data import array_record, corpus
 from tfscale.errors import ConfigError
 
-SETTINGS = "prepare.json"  # what a folder was prepared with; a re-run must ask for the same
+SETTINGS = array_record.SETTINGS
 # SentencePiece holds the lines it trains on in memory: a seeded sample of this many lines (of a
 # large corpus; all of a small one) is what the model is trained on. On site_packages a unigram
 # model of 4,096 pieces took 1,470 s on 1M lines (one thread, a shared core); BPE trains far faster.
 TOKENIZER_SENTENCES = 300_000
 
 
-def file_list_digest(files, root):
+def file_list_digest(files, root, sizes=None):
     """SHA-256 over the relative paths and sizes of the input files: what the manifest records
-    of where the corpus came from (cheap; the shard checksums cover the content)."""
+    of where the corpus came from (cheap; the shard checksums cover the content). `sizes`: the
+    listing's ({path: bytes}, `corpus.file_sizes`), taken here if not given."""
+    sizes = sizes or corpus.file_sizes(files)
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{os.path.relpath(path, root)}\0{os.path.getsize(path)}\n".encode())
+        digest.update(f"{os.path.relpath(path, root)}\0{sizes[path]}\n".encode())
     return digest.hexdigest()
 
 
-def _check_settings(out, settings):
-    path = os.path.join(out, SETTINGS)
-    if os.path.exists(path):
-        with open(path) as f:
-            before = json.load(f)
-        if before != settings:
-            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-            raise ConfigError(f"{out} was prepared with other settings ({', '.join(changed)} differ): "
-                              "prepare into a new folder, or delete it")
-    else:
-        os.makedirs(out, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(settings, f, indent=2)
+def _names(paths, root, most=4):
+    shown = ", ".join(os.path.relpath(p, root) for p in paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
+def check_split(root, split, validation_share):
+    """A side with no document is refused before anything is tokenized, naming the files and
+    the rule that put them all on one side (`corpus.validation_mask`)."""
+    files = split["train_files"] + split["validation_files"]
+    if not split["validation_files"]:
+        raise ConfigError(
+            f"--files {root}: no file can be held out: {len(files)} distinct files ({_names(files, root)}) in "
+            f"{split['groups']} near-duplicate groups, and a held-out group may take at most a quarter of "
+            f"validation_share={validation_share:g} of the bytes ({split['budget'] // 4:,} of {split['budget']:,}), "
+            f"the smallest holds {split['smallest_group']:,}; give more (or smaller) files or a larger "
+            "--validation_share")
+    if not split["train"]:
+        raise ConfigError(f"--files {root}: every file went to the held-out side ({_names(files, root)}); "
+                          "give more files or a smaller --validation_share")
+
+
+def check_windows(root, split, tokens, seq_len):
+    """Each side must fill at least one window of seq_len + 1 tokens: the held-out text is what
+    is left of its files once spans shared with training are cut, which may be little."""
+    for side, key, names in (("training", "train", "train_files"), ("held-out", "eval", "validation_files")):
+        if len(tokens[key]) < seq_len + 1:
+            raise ConfigError(
+                f"--files {root}: the {side} files ({_names(split[names], root)}) give {len(tokens[key])} tokens"
+                f"{' once spans shared with training are cut' if key == 'eval' else ''}, fewer than one window of "
+                f"seq_len + 1 = {seq_len + 1}; give more files, a larger --validation_share or a smaller --seq_len")
 
 
 def make_tokenizer(kind, out, train_documents, vocab_size, model_type, seed=0):
@@ -73,7 +95,6 @@ def prepare(root, out, seq_len=128, tokenizer="bytes", vocab_size=4096, model_ty
             validation_share=0.05, shards=8, suffixes=(".py",), skip_folders=tuple(sorted(corpus.TEST_FOLDERS)),
             name=None):
     """Prepares `root`'s files into `out`; returns the manifest."""
-    from tqdm import auto as tqdm  # pylint: disable=import-outside-toplevel
     if not os.path.isdir(root):
         raise ConfigError(f"--files {root} is not a directory")
     require_positive = {"seq_len": seq_len, "shards": shards, "vocab_size": vocab_size}
@@ -86,19 +107,30 @@ def prepare(root, out, seq_len=128, tokenizer="bytes", vocab_size=4096, model_ty
     if len(files) < 2:
         raise ConfigError(f"--files {root} holds {len(files)} files ending in {', '.join(suffixes)}: "
                           "a corpus needs at least two to split")
-    settings = {"root": os.path.abspath(root), "files": file_list_digest(files, root), "seq_len": seq_len,
+    sizes = corpus.file_sizes(files)
+    settings = {"root": os.path.abspath(root), "files": file_list_digest(files, root, sizes), "seq_len": seq_len,
                 "tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer != "bytes" else 256,
                 "model_type": model_type if tokenizer != "bytes" else None, "validation_share": validation_share,
                 "shards": shards, "suffixes": list(suffixes), "skip_folders": sorted(skip_folders)}
-    _check_settings(out, settings)
+    with array_record.preparing(out, settings):
+        return _prepare(root, out, files, sizes, settings, name)
+
+
+def _prepare(root, out, files, sizes, settings, name):
+    """`prepare` once the folder is held (`settings`: its flags): split, tokenize, write."""
+    from tqdm import auto as tqdm  # pylint: disable=import-outside-toplevel
+    seq_len, shards, validation_share = settings["seq_len"], settings["shards"], settings["validation_share"]
+    suffixes, skip_folders, tokenizer = settings["suffixes"], settings["skip_folders"], settings["tokenizer"]
     t0 = time.time()
     logging.info("prepare: %d files under %s; deduplicating and splitting by file", len(files), root)
-    docs = corpus.split_documents(files, validation_share)
+    docs = corpus.split_corpus(files, validation_share, sizes)
+    check_split(root, docs, validation_share)
     logging.info("prepare: %d training and %d held-out documents (%.1f and %.1f MB) in %.0f s", len(docs["train"]),
                  len(docs["validation"]), sum(map(len, docs["train"])) / 1e6,
                  sum(map(len, docs["validation"])) / 1e6, time.time() - t0)
-    tok = make_tokenizer(tokenizer, out, docs["train"], vocab_size, model_type)
+    tok = make_tokenizer(tokenizer, out, docs["train"], settings["vocab_size"], settings["model_type"])
     tokens = {"train": tok.encode_documents(docs["train"]), "eval": tok.encode_documents(docs["validation"])}
+    check_windows(root, docs, tokens, seq_len)
     counts = {split: {"documents": len(d), "bytes": int(sum(len(x) + 1 for x in d)), "tokens": int(len(tokens[s]))}
               for split, s, d in (("train", "train", docs["train"]), ("eval", "eval", docs["validation"]))}
     total_shards = max(1, min(shards, len(tokens["train"]) // (seq_len + 1))) + \

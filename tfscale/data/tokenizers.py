@@ -164,7 +164,8 @@ class SentencePieceTokenizer(Tokenizer):
                 add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=True,
                 bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2)
         except RuntimeError as e:
-            raise ConfigError(f"SentencePiece training failed: {str(e).strip().splitlines()[-1]}") from None
+            raise ConfigError(f"SentencePiece training failed (vocab_size {vocab_size}, {model_type}): "
+                              f"{_reason(e)}") from None
         tokenizer = cls(model.getvalue())
         if directory is not None:
             tokenizer.save(directory)
@@ -202,6 +203,13 @@ class SentencePieceTokenizer(Tokenizer):
         io.makedirs(directory)
         io.write_bytes(io.join(directory, MODEL_FILE), self.model_proto)
         super().save(directory)  # the spec last: a spec on disk means its model is there
+
+
+def _reason(error):
+    """SentencePiece's message without its source location and check expression:
+    "INTERNAL: src/x.cc(744) [a == b] Vocabulary size too high (9). ..." -> "Vocabulary size ..."."""
+    last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return last.split("] ", 1)[1] if last.startswith("INTERNAL: ") and "] " in last else last
 
 
 def _sentences(texts, max_bytes):
