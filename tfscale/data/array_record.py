@@ -162,25 +162,59 @@ def _verify_tokenizer(directory, spec):
     return checked
 
 
+def _declared(manifest, key, directory):
+    """(dtype, shape) of the manifest's field `key`; a ConfigError naming the field if either is
+    not one numpy reads."""
+    field = manifest.get(key) or {}
+    try:
+        dtype = np.dtype(field["dtype"])
+        shape = tuple(int(d) for d in field["shape"])
+        if any(d < 1 for d in shape):
+            raise ValueError(f"a dimension below 1 in {shape}")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{os.path.join(directory, MANIFEST)}: field {key!r} ({json.dumps(field)}) is not a "
+                          f"numpy dtype and shape ({type(e).__name__}: {e}); prepare the folder again") from None
+    return dtype, shape
+
+
 class ArrayRecordSource(DataSource):
     """A prepared folder of ArrayRecord shards, read by index (see the module docstring)."""
 
     def __init__(self, directory):
         self.directory = directory
         m = self.manifest = read_manifest(directory)
-        self.dtypes = (np.dtype(m["inputs"]["dtype"]), np.dtype(m["labels"]["dtype"]))
+        self.dtypes, self.shapes = zip(*(_declared(m, key, directory) for key in ("inputs", "labels")))
         self.window = m.get("window") if m.get("layout") == "window" else None  # LM windows, stored once
-        self.shapes = (tuple(m["inputs"]["shape"]), tuple(m["labels"]["shape"]))
+        if self.window is not None:
+            _declared({"window": {**self.window, "shape": [self.window.get("length")]}}, "window", directory)
         self.widths = tuple(int(np.prod(s, dtype=np.int64)) * d.itemsize for s, d in zip(self.shapes, self.dtypes))
         self.info = DataInfo(m["name"], self.shapes[0], int(m["num_classes"]), float(m["input_scale"]),
                              int(m["splits"]["train"]["num_examples"]), int(m["splits"]["eval"]["num_examples"]),
                              task=m["task"], bytes_per_token=float(m.get("bytes_per_token", 1.0)))
+        self.origin = os.path.join(directory, MANIFEST)
         self._readers = {}
         for split in SPLITS:  # a shard cut short at a record boundary still reads: count them
             count, expected = len(self._reader(split)), m["splits"][split]["num_examples"]
             if count != expected:
                 raise ConfigError(f"{directory}'s {split} shards hold {count} records, its manifest says "
                                   f"{expected}: prepare it again")
+            if count:
+                self._check_record_size(split)
+
+    def _check_record_size(self, split):
+        """A record must be as long as the manifest's dtypes and shapes make it (an edited
+        manifest would otherwise fail inside the first update, or decode garbage)."""
+        size = len(self._reader(split).__getitems__([0])[0])
+        if self.window is not None:
+            fields = f"window ({self.window['dtype']} x {self.window['length']})"
+            expected = np.dtype(self.window["dtype"]).itemsize * int(self.window["length"])
+        else:
+            fields = " + ".join(f"{k} ({d} {list(s)})" for k, d, s in zip(("inputs", "labels"), self.dtypes, self.shapes))
+            expected = sum(self.widths)
+        if size != expected:
+            raise ConfigError(f"{self.origin}: its {fields} make records of {expected} bytes, the {split} shards "
+                              f"hold records of {size}: the manifest was edited or the shards replaced; prepare "
+                              "the folder again")
 
     def tokenizer(self):
         """The tokenizer stored with the shards (`experiments.prepare --files`), if any."""
