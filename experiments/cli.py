@@ -1,7 +1,8 @@
 """What every experiment script shares: flag parsing and one-line errors.
 
 A user mistake (a bad flag, a config file that is missing, does not import or gives no
-ConfigDict, a `ConfigError`) is printed as one line on stderr with exit code 2, no traceback;
+ConfigDict, a `ConfigError`) is printed as one line on stderr with exit code 2, no traceback (an
+error in the user's own model or data code is followed by the frames of that code only);
 anything else is a bug and keeps its traceback. A run stopped by SIGTERM (preemption) saves a
 checkpoint, prints one line and exits 143 (128 + SIGTERM), so a restart policy reruns the command,
 which resumes.
@@ -21,8 +22,13 @@ EXIT_USAGE = 2
 
 
 def fail(message):
+    """Prints the one `error:` line and exits 2. An error from the user's own code
+    (`tfscale.importing`) is followed by that code's frames, and only those: where to fix it."""
     text = str(message).strip()
     print(f"error: {text.splitlines()[0] if text else type(message).__name__}", file=sys.stderr)
+    user_frames = getattr(message, "user_frames", "")
+    if user_frames:
+        print(user_frames, end="", file=sys.stderr)
     sys.exit(EXIT_USAGE)
 
 

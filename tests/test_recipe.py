@@ -2,6 +2,7 @@
 leak-free pretraining text and the goals' arithmetic."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -89,6 +90,28 @@ def test_a_rerun_skips_every_finished_stage_and_prints_the_same_table(finished):
     assert again["rows"] == report["rows"] and not again["every_stage_ran"]
     assert again["goals"]["wall_time"]["met"] is None
     assert "| distilled student, int8 weights (dynamic range) TFLite |" in proc.stdout
+
+
+def test_a_rerun_redoes_the_stages_whose_files_are_damaged_and_names_them(finished, tmp_path):
+    original, report, _ = finished
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(original, workdir)
+    damaged = ["baseline/baseline.json", "seed_0/scratch/summary.json", "seed_1/scratch/eval.json"]
+    for name in damaged:
+        with open(os.path.join(workdir, name), "r+") as f:
+            f.truncate(10)  # a disk that filled up
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.recipe", "--config=experiments/configs/text_classifier.py:tiny",
+         f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in damaged:
+        assert f"{os.path.join(workdir, name)} is damaged (not JSON" in proc.stderr
+        json.load(open(os.path.join(workdir, name)))  # whole again
+    redone = [l for l in proc.stdout.splitlines() if l.startswith("[") and "skipped" not in l]
+    assert [l.split("] ")[1].split(":")[0] for l in redone] == ["baseline", "seed 0 scratch"], proc.stdout
+    rows = json.load(open(os.path.join(workdir, "recipe.json")))["rows"]
+    for key in ("baseline", "scratch"):  # the same work done again gives the same figures
+        assert rows[key]["accuracy"]["values"] == pytest.approx(report["rows"][key]["accuracy"]["values"], abs=1e-6)
 
 
 def test_a_student_larger_than_the_share_is_refused_before_anything_is_written(tmp_path):

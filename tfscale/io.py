@@ -2,12 +2,17 @@
 
 Every write goes through `tf.io.gfile`, so a workdir may be a local folder or a `gs://` bucket
 path (Cloud TPU VMs) alike. Locally a rename is atomic; on GCS an object only appears once it is
-completely written, so readers never see half a file either way.
+completely written, so readers never see half a file either way. A JSON file damaged all the
+same (a disk that filled, a hand edit) is read as a `DamagedFile` naming it, never a traceback.
 """
 import json
 import os
 import posixpath
 import uuid
+
+from absl import logging
+
+from tfscale.errors import ConfigError
 
 
 class _LazyGfile:
@@ -98,9 +103,37 @@ def append_jsonl(path, obj):
         f.flush()
 
 
+class DamagedFile(ConfigError):
+    """A file that is there but is not JSON (cut short, overwritten): a ConfigError naming it, and
+    a ValueError, as `json.load`'s error was, for callers that already expected one."""
+
+
 def read_json(path):
-    with gfile.GFile(path, "r") as f:
-        return json.load(f)
+    """The JSON in `path`; a damaged file is a `DamagedFile` naming it, never a JSONDecodeError.
+    Callers add what to do: restore it, or redo the work it records (`read_cache_json`)."""
+    data = read_bytes(path)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except json.JSONDecodeError as e:
+        raise DamagedFile(f"{path} is damaged (not JSON: {e.msg} at line {e.lineno} column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise DamagedFile(f"{path} is damaged (not UTF-8 text)") from None
+
+
+def read_cache_json(path):
+    """The JSON object in `path`, or None when it is absent or damaged (a warning names it): for a
+    file that only records work that can be redone, so damage means "redo it", not "stop"."""
+    if not exists(path):
+        return None
+    try:
+        obj = read_json(path)
+    except DamagedFile as e:
+        logging.warning("%s; redoing the work it records", e)
+        return None
+    if not isinstance(obj, dict):
+        logging.warning("%s is damaged (not a JSON object); redoing the work it records", path)
+        return None
+    return obj
 
 
 def replace_dir(tmp_path, path):

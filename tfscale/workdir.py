@@ -8,6 +8,8 @@ import json
 import os
 import tempfile
 
+from absl import logging
+
 from tfscale import io
 from tfscale.errors import ConfigError
 
@@ -85,8 +87,8 @@ def read_config_json(workdir):
     path = io.join(workdir, CONFIG_FILE)
     try:
         saved = io.read_json(path)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is damaged ({e}); restore it or use a new workdir") from None
+    except io.DamagedFile as e:
+        raise ConfigError(f"{e}; restore it or use a new workdir") from None
     if not isinstance(saved, dict):
         raise ConfigError(f"{path} is damaged (not a JSON object); restore it or use a new workdir")
     return saved
@@ -102,18 +104,54 @@ def check_tokenizer(workdir, tokenizer):
     path = io.join(workdir, TOKENIZER_DIR, tokenizers.SPEC_FILE)
     if not io.exists(path):
         return
-    saved = io.read_json(path)
+    saved = _saved_tokenizer_spec(workdir)
     if tokenizer is None or not tokenizers.same(saved, tokenizer.spec()):
         now = "no tokenizer" if tokenizer is None else f"a {tokenizer.spec()['kind']} tokenizer that differs"
         raise ConfigError(f"{path} is not the data's tokenizer (the data now has {now}): the run "
                           "started on other data; use a new workdir or the data it was trained on")
 
 
-def save_tokenizer(workdir, tokenizer):
-    """Keeps the run's tokenizer in `workdir/tokenizer` (first run only)."""
+def _saved_tokenizer_spec(workdir):
+    """The spec in the workdir's tokenizer.json. A damaged one is rebuilt from the SentencePiece
+    model beside it (saved first, so it is there); without one (a byte tokenizer's spec is all
+    there is) nothing tells what the run started on: a ConfigError naming the file."""
     from tfscale.data import tokenizers  # pylint: disable=import-outside-toplevel
-    if tokenizer is not None and not io.exists(io.join(workdir, TOKENIZER_DIR, tokenizers.SPEC_FILE)):
-        tokenizer.save(io.join(workdir, TOKENIZER_DIR))
+    folder = io.join(workdir, TOKENIZER_DIR)
+    spec, damage = _spec_or_damage(io.join(folder, tokenizers.SPEC_FILE))
+    if spec is not None:
+        return spec
+    model_path = io.join(folder, tokenizers.MODEL_FILE)
+    if io.exists(model_path):
+        try:
+            return tokenizers.SentencePieceTokenizer(io.read_bytes(model_path)).spec()
+        except Exception:  # pylint: disable=broad-except  (damaged too: nothing to rebuild from)
+            pass
+    raise ConfigError(f"{damage}; the run's tokenizer is unknown: restore it, or if the data is the "
+                      f"one the run started on, delete {folder} to record its tokenizer again")
+
+
+def _spec_or_damage(path):
+    """(the JSON object in `path`, None), or (None, what is wrong with it)."""
+    try:
+        spec = io.read_json(path)
+    except io.DamagedFile as e:
+        return None, str(e)
+    return (spec, None) if isinstance(spec, dict) else (None, f"{path} is damaged (not a JSON object)")
+
+
+def save_tokenizer(workdir, tokenizer):
+    """Keeps the run's tokenizer in `workdir/tokenizer` (first run only); a damaged tokenizer.json
+    that `check_tokenizer` rebuilt and found to be this tokenizer's is written again."""
+    from tfscale.data import tokenizers  # pylint: disable=import-outside-toplevel
+    path = io.join(workdir, TOKENIZER_DIR, tokenizers.SPEC_FILE)
+    if tokenizer is None:
+        return
+    if io.exists(path):
+        spec, damage = _spec_or_damage(path)
+        if spec is not None:
+            return
+        logging.warning("%s; rebuilt from %s", damage, tokenizers.MODEL_FILE)
+    tokenizer.save(io.join(workdir, TOKENIZER_DIR))
 
 
 def prepare(workdir, config):

@@ -69,7 +69,8 @@ def load(data_config, seq_len=None, seed=0):
 
 def _load(data_config, seq_len):
     if importing.is_importable_name(data_config.name):
-        source = importing.function_by_name(data_config.name, "data")(data_config, seq_len)
+        factory = importing.function_by_name(data_config.name, "data")
+        source = importing.call_user(factory, data_config.name, "data", data_config, seq_len)
         if not isinstance(source, DataSource):
             raise ConfigError(f"data {data_config.name!r} returned {type(source).__name__}, not a "
                               "tfscale.data.DataSource (wrap arrays in InMemorySource)")

@@ -59,7 +59,11 @@ def check_knobs(model_config):
 
 def build(model_config, info):
     """Builds the named model for data described by `info` (call inside the strategy scope)."""
-    network = builder(model_config.name)(info, **_knobs(model_config))
+    name = model_config.name
+    if importing.is_importable_name(name):  # the user's own: its errors point at the user's file
+        network = importing.call_user(builder(name), name, "model", info, **_knobs(model_config))
+    else:
+        network = builder(name)(info, **_knobs(model_config))
     if not isinstance(network, keras.Model):
         raise ConfigError(f"model {model_config.name!r} returned {type(network).__name__}, not a tf_keras Model "
                           "(build it with `import tf_keras as keras`)")

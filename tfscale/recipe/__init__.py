@@ -15,6 +15,10 @@ so any of them can be rerun or inspected by hand, and a finished one is skipped:
 
 `DIR/recipe.json` and `DIR/recipe.md` hold the table (`table.py`): mean and standard deviation
 over the seeds, and the goals as measured.
+
+A stage's JSON file that is damaged (a disk that filled, a hand edit) only records work that can
+be redone: a warning names it and the stage is done again (a fine-tuned run's eval.json from its
+export), so a re-run repairs the folder instead of stopping at a traceback.
 """
 import time
 
@@ -90,9 +94,23 @@ def check_student_share(config, workdir):
     return teacher, student
 
 
-def _finished(workdir, num_steps):
-    path = io.join(workdir, "summary.json")
-    return io.exists(path) and io.read_json(path).get("steps") == num_steps
+def _finished(folder, num_steps):
+    """The stage's summary.json if it is finished at `num_steps`, else None. A damaged one only
+    records work that can be redone: it is removed (with a warning), and the run resumes from its
+    checkpoints and writes it again."""
+    path = io.join(folder, "summary.json")
+    summary = io.read_cache_json(path)
+    if summary is None and io.exists(path):
+        io.gfile.remove(path)
+    return summary if summary is not None and summary.get("steps") == num_steps else None
+
+
+def _eval_report(folder):
+    """The stage's eval.json; a damaged or missing one is made again from the run's export (the
+    evaluation that wrote it), not a reason to train the stage again."""
+    from tfscale import evaluation  # pylint: disable=import-outside-toplevel
+    report = io.read_cache_json(io.join(folder, "eval.json"))
+    return report if report is not None else evaluation.evaluate_workdir(folder)
 
 
 class Progress:
@@ -111,9 +129,10 @@ class Progress:
 
 def _train_stage(config, stage, workdir, seed, folder, what, progress, timings):
     c = stage_config(config, stage, workdir, seed)
-    if _finished(folder, c.train.num_steps):
+    summary = _finished(folder, c.train.num_steps)
+    if summary is not None:
         progress(what, True)
-        return io.read_json(io.join(folder, "summary.json")), False
+        return summary, False
     print(f"... {what}: {c.train.num_steps} updates into {folder}", flush=True)
     t0 = time.time()
     summary = training.train(c, folder)
@@ -125,9 +144,10 @@ def _train_stage(config, stage, workdir, seed, folder, what, progress, timings):
 
 def _baseline(config, workdir, progress, timings):
     path = io.join(workdir, "baseline", "baseline.json")
-    if io.exists(path):
+    cached = io.read_cache_json(path)  # a damaged one is fitted again
+    if cached is not None:
         progress("baseline", True)
-        return io.read_json(path), False
+        return cached, False
     t0 = time.time()
     c = config.finetune
     result = baselines.bag_of_bytes(data.load(c.data, c.model.get("seq_len"), c.seed), c=config.recipe.baseline_c,
@@ -145,9 +165,10 @@ def _compress_stage(config, workdir, seed, folder, what, progress, timings):
 
     path = io.join(folder, "compression.json")
     wanted = variants(config).split(",")
-    if io.exists(path) and [r["variant"] for r in io.read_json(path)["variants"]] == wanted:
+    cached = io.read_cache_json(path)  # a damaged one is made again
+    if cached is not None and [r.get("variant") for r in cached.get("variants", [])] == wanted:
         progress(what, True)
-        return io.read_json(path), False
+        return cached, False
     print(f"... {what}: distilling, training the student alone, converting", flush=True)
     t0 = time.time()
     report, _ = compress.compress(stage_config(config, "finetune", workdir, seed), folder)
@@ -170,10 +191,9 @@ def run(config, workdir):
     io.makedirs(workdir)
     baseline, did = _baseline(config, workdir, progress, timings)
     ran.append(did)
-    _, did = _train_stage(config, "pretrain", workdir, None, io.join(workdir, "pretrain"), "pretrain (masked LM)",
-                          progress, timings)
+    pretrain, did = _train_stage(config, "pretrain", workdir, None, io.join(workdir, "pretrain"),
+                                 "pretrain (masked LM)", progress, timings)
     ran.append(did)
-    pretrain = io.read_json(io.join(workdir, "pretrain", "summary.json"))
     per_seed = []
     for seed in seeds:
         folder = io.join(workdir, f"seed_{seed}")
@@ -181,7 +201,7 @@ def run(config, workdir):
         for stage, name in (("finetune", "teacher"), ("scratch", "scratch")):
             _, did = _train_stage(config, stage, workdir, seed, io.join(folder, name), f"seed {seed} {name}",
                                   progress, timings)
-            results[name] = io.read_json(io.join(folder, name, "eval.json"))
+            results[name] = _eval_report(io.join(folder, name))
             ran.append(did)
         results["compression"], did = _compress_stage(config, workdir, seed, io.join(folder, "teacher"),
                                                       f"seed {seed} students", progress, timings)
