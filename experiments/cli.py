@@ -110,6 +110,28 @@ class _ConfigFileParser(flags.ArgumentParser):
         return "config object"
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
+def _print_help_if_asked(argv):
+    """Flags are parsed before absl's own --help exists (and absl's exits 1): answer it here."""
+    asked = [a for a in argv[1:] if a in HELP_FLAGS]
+    if not asked:
+        return
+    if asked[0] == "--helpfull":
+        app.usage(shorthelp=False, writeto_stdout=True)
+        sys.exit(0)
+    main = sys.modules["__main__"]
+    print((main.__doc__ or "").strip() + "\n\nflags:")
+    flags_by_module = flags.FLAGS.flags_by_module_dict()
+    for module in dict.fromkeys(("__main__", argv[0], getattr(main.__spec__, "name", ""), __name__)):
+        for flag in sorted(flags_by_module.get(module, []), key=lambda f: f.name):
+            default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+            print(f"  --{flag.name}: {' '.join(str(flag.help).split())}{default}")
+    print("\n--helpfull lists every flag, TensorFlow's and absl's included.")
+    sys.exit(0)
+
+
 def define_config_and_workdir(example, workdir_help, config_required=True):
     """The --config (a locked ml_collections config file, `--config.KEY=VALUE` overrides) and
     --workdir flags of a training script."""
@@ -122,7 +144,9 @@ def define_config_and_workdir(example, workdir_help, config_required=True):
 
 
 def run(main):
-    """Parses flags, then runs `main()`; user mistakes exit 2 with one line."""
+    """Parses flags, then runs `main()`; user mistakes exit 2 with one line. `--help` (or `-h`,
+    `--helpfull`) prints the script's docstring and flags and exits 0."""
+    _print_help_if_asked(sys.argv)
     _check_config_files(sys.argv)
     try:
         flags.FLAGS(sys.argv)

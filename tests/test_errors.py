@@ -4,6 +4,7 @@ The cases the flags themselves refuse, and one refused by training, go through
 `experiments.train`; the rest call `tfscale.train` in-process on the config the command would
 build (the same config file and typed overrides), whose ConfigError's first line is what the
 command prints after `error: `."""
+import ast
 import concurrent.futures
 import hashlib
 import json
@@ -56,6 +57,8 @@ CASES = {
     "negative_seed": (["--config.seed=-1"], "seed must be in [0, 2**32), got -1"),
     "infinite_learning_rate": (["--config.optimizer.learning_rate=inf"],
                                "optimizer.learning_rate must be a finite number, got inf"),
+    "steps_beyond_64_bits": (["--config.train.num_steps=100000000000000000000"],
+                             "train.num_steps 100000000000000000000 is out of range: integers must fit 64 bits"),
     "empty_workdir": (["--workdir="], "--workdir is empty"),
     # Running as root, access() says yes to /proc; a real write says no.
     "workdir_on_read_only_file_system": (["--workdir=/proc/tfscale-run"], "workdir /proc/tfscale-run cannot be written"),
@@ -163,3 +166,20 @@ def test_bad_input_gets_one_line_error_and_leaves_workdir_untouched(results, cas
     line, fragment, before, after = results[case]
     assert fragment in line
     assert before == after
+
+
+def test_every_command_answers_help_with_its_docstring_and_flags():
+    scripts = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "experiments"))
+                     if f.endswith(".py") and "cli.run(main)" in open(os.path.join(ROOT, "experiments", f)).read())
+    assert {"train", "prepare", "evaluate", "tune"} <= set(scripts)
+    for script in scripts:
+        proc = subprocess.run([sys.executable, "-m", f"experiments.{script}", "--help"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (script, proc.stderr[-2000:])
+        assert "flags:\n" in proc.stdout and "  --workdir: " in proc.stdout, script
+        with open(os.path.join(ROOT, "experiments", f"{script}.py")) as f:
+            doc = ast.get_docstring(ast.parse(f.read()))
+        assert proc.stdout.startswith(doc.strip().splitlines()[0]), script
+    proc = subprocess.run([sys.executable, "-m", "experiments.prepare", "-h"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert "  --vocab_size: " in proc.stdout  # the script's own flags, not only the shared ones

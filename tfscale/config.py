@@ -240,13 +240,20 @@ def _validate_keep_steps(keep_steps, t):
                f"{t.steps_per_execution}: no checkpoint can be taken there")
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _check_finite(config, prefix=""):
-    """No key may be nan or inf: `learning_rate=inf` would train to NaN weights, not fail."""
+    """No key may be nan or inf (`learning_rate=inf` would train to NaN weights, not fail), nor an
+    integer TensorFlow cannot hold (`num_steps=1e20` would fail inside the input pipeline)."""
     for key, value in config.items():
         if isinstance(value, ml_collections.ConfigDict):
             _check_finite(value, f"{prefix}{key}.")
         elif isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{prefix}{key} must be a finite number, got {value}")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+            raise ConfigError(f"{prefix}{key} {value} is out of range: integers must fit 64 bits "
+                              f"(|value| <= {INT64_MAX})")
 
 
 def check_replicas(config, num_replicas):
