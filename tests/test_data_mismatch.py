@@ -131,3 +131,26 @@ def test_your_own_model_and_data_are_checked_against_each_other(tmp_path, monkey
         tfscale.train(config, workdir)
     assert fragment in str(error.value) and "\n" not in str(error.value)
     assert not os.path.exists(workdir)
+
+
+def test_a_shard_damaged_after_preparing_is_one_line_naming_it_and_the_run_resumes_once_fixed(tmp_path):
+    from experiments.configs import lm  # pylint: disable=import-outside-toplevel
+    folder, workdir = str(tmp_path / "windows"), str(tmp_path / "run")
+    tokens = np.random.default_rng(0).integers(0, 256, 40_000)
+    array_record.write_windows(folder, {"train": tokens, "eval": tokens[:2000]}, 256, 32, shards=2)
+    shard = os.path.join(folder, "train-00001-of-00002.array_record")
+    good = open(shard, "rb").read()
+    with open(shard, "r+b") as f:  # the same size: only reading its records finds it
+        f.seek(len(good) // 4)
+        f.write(bytes(b ^ 0xFF for b in good[len(good) // 4:len(good) // 4 + 300]))
+    config = lm.get_config("tiny").unlock()
+    config.data.name, config.data.path = "array_record", folder
+    config.train.num_steps, config.checkpoint.every_steps, config.export.saved_model = 40, 5, False
+    with pytest.raises(tfscale.ConfigError) as error:
+        tfscale.train(config.lock(), workdir)
+    message = str(error.value)
+    assert message.startswith(f"{shard} cannot be read (") and "\n" not in message
+    assert "experiments.prepare --verify" in message and "re-run this command to resume" in message
+    with open(shard, "wb") as f:
+        f.write(good)
+    assert tfscale.train(config, workdir)["steps"] == 40

@@ -194,3 +194,23 @@ def test_a_workdir_that_is_a_file_is_one_error_line(tree, tmp_path):
     assert f"--workdir {path} is not a folder: name the folder to prepare into" in one_error_line(prepare)
     assert f"--workdir {path} is not a folder: name the folder to verify" in one_error_line(verify)
     assert path.read_text() == "not a folder\n"
+
+
+def test_a_rerun_writes_a_damaged_shard_again_rather_than_recording_it_anew(tree, tmp_path, caplog):
+    from tfscale.data import prepare_corpus  # pylint: disable=import-outside-toplevel
+    out = str(tmp_path / "out")
+    settings = dict(seq_len=8, shards=2, validation_share=0.2)
+    first = prepare_corpus.prepare(tree, out, **settings)
+    truncated, flipped = (os.path.join(out, n) for n in first["splits"]["train"]["files"][:2])
+    with open(truncated, "r+b") as f:
+        f.truncate(os.path.getsize(truncated) // 2)
+    with open(flipped, "r+b") as f:  # the same size, other bytes
+        f.seek(100)
+        block = f.read(200)
+        f.seek(100)
+        f.write(bytes(b ^ 0xFF for b in block))
+    with caplog.at_level("WARNING", logger="absl"):
+        again = prepare_corpus.prepare(tree, out, **settings)
+    assert caplog.text.count("is not as it was written") == 2
+    assert again["sha256"] == first["sha256"] and again["bytes"] == first["bytes"]
+    assert array_record.verify(out) >= 4

@@ -208,9 +208,16 @@ class Run:
         profile = config_lib.profile_range(c.train.profile_steps)
         if profile is not None and self.chief:
             own.append(callbacks.ProfileSteps(io.join(self.workdir, "tensorboard"), *profile))
-        self.model.fit(dataset, epochs=1, steps_per_epoch=c.train.num_steps - start,
-                       verbose=1 if sys.stdout.isatty() else 0,
-                       callbacks=[*own, saver, *extra_callbacks])
+        try:
+            self.model.fit(dataset, epochs=1, steps_per_epoch=c.train.num_steps - start,
+                           verbose=1 if sys.stdout.isatty() else 0,
+                           callbacks=[*own, saver, *extra_callbacks])
+        except tf.errors.OpError as e:  # data damaged after the run started: one line, resumable
+            text = data.source.unreadable(e)
+            if text is None:
+                raise
+            raise config_lib.ConfigError(f"{text}; then re-run this command to resume from "
+                                         f"{self.manager.latest_checkpoint or 'the start'}") from None
         if guard.diverged_at is not None:
             raise callbacks.Diverged(guard.diverged_at, self.manager.latest_checkpoint,
                                      c.optimizer.learning_rate)

@@ -27,7 +27,7 @@ import tensorflow as tf
 from tfscale import io
 from tfscale.lock import WorkdirLock
 from tfscale.data.info import DataInfo
-from tfscale.data.source import DataSource
+from tfscale.data.source import UNREADABLE, DataSource
 from tfscale.errors import ConfigError
 
 FORMAT = "tfscale-array-record"
@@ -253,14 +253,37 @@ class ArrayRecordSource(DataSource):
         indices = [int(i) for i in np.asarray(indices).reshape(-1)]
         if not indices:
             return tuple(np.zeros((0, *s), d) for s, d in zip(self.shapes, self.dtypes))
-        return self._decode(self._reader(split).__getitems__(indices))
+        try:
+            return self._decode(self._reader(split).__getitems__(indices))
+        except Exception as e:  # pylint: disable=broad-except  (a damaged shard: name it)
+            raise ConfigError(self._unreadable(split, indices, e)) from None
+
+    def _unreadable(self, split, indices, error):
+        """Which shard of `split` holds the first of `indices` that cannot be read, in one line."""
+        reader, files = self._reader(split), self.manifest["splits"][split]["files"]
+        ends = np.cumsum([self.manifest.get("records", {}).get(f, 0) for f in files])
+        for i in indices:
+            try:
+                reader.__getitems__([i])
+            except Exception as e:  # pylint: disable=broad-except
+                error = e
+                if ends[-1]:
+                    files = [files[min(int(np.searchsorted(ends, i, side="right")), len(files) - 1)]]
+                break
+        where = os.path.join(self.directory, files[0]) if len(files) == 1 else f"a {split} shard of {self.directory}"
+        return (f"{where} cannot be read ({str(error).splitlines()[0][:200]}): check the folder with `python -m "
+                f"experiments.prepare --verify --workdir={self.directory}` and prepare it again (the same "
+                "command writes damaged shards again)")
 
     def _make_gather(self):
         reader = self._reader("train")
         dtypes = [tf.as_dtype(d) for d in self.dtypes]
 
         def read(indices):
-            return self._decode(reader.__getitems__(indices.tolist()))
+            try:
+                return self._decode(reader.__getitems__(indices.tolist()))
+            except Exception as e:  # pylint: disable=broad-except  (a damaged shard: name it)
+                raise ValueError(UNREADABLE + self._unreadable("train", indices.tolist(), e)) from None
 
         def gather(indices, positions):  # pylint: disable=unused-argument
             inputs, labels = tf.numpy_function(read, [indices], dtypes, stateful=False)
@@ -386,6 +409,26 @@ def _manifest_head(name, task, num_classes, input_scale, inputs, labels, descrip
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def _kept_whole(path, name, records, directory):
+    """Whether a shard a re-run finds can be kept: the size and SHA-256 the folder's manifest
+    recorded for it (or, before any manifest, the records it should hold). A shard damaged since
+    is written again (a warning names it) rather than recorded anew as if it were whole."""
+    previous = io.read_cache_json(os.path.join(directory, MANIFEST)) or {}
+    size, digest = previous.get("bytes", {}).get(name), previous.get("sha256", {}).get(name)
+    if size is not None and digest is not None:
+        whole = os.path.getsize(path) == size and _sha256(path) == digest
+    else:
+        from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
+        try:
+            whole = len(array_record_data_source.ArrayRecordDataSource([path])) == records
+        except Exception:  # pylint: disable=broad-except  (unreadable: not whole)
+            whole = False
+    if not whole:
+        logging.warning("prepare: shard %s is not as it was written (size, SHA-256 or records differ): "
+                        "writing it again", path)
+    return whole
+
+
 def _write_split(directory, manifest, split, num, records, shards, progress=None):
     """Shards of `num` records of one split; `records(begin, end)` gives the bytes of records
     begin..end-1. A shard is written to a temporary name and renamed when complete; complete
@@ -398,6 +441,8 @@ def _write_split(directory, manifest, split, num, records, shards, progress=None
         name = shard_name(split, i, count)
         path = os.path.join(directory, name)
         files.append(name)
+        if os.path.exists(path) and not _kept_whole(path, name, int(bounds[i + 1] - bounds[i]), directory):
+            os.remove(path)
         if not os.path.exists(path):
             tmp = path + ".tmp"
             writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)

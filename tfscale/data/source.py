@@ -17,6 +17,16 @@ import tensorflow as tf
 from tfscale.data import batches
 
 
+UNREADABLE = "tfscale: data cannot be read: "  # marks a read error raised inside the input pipeline
+
+
+def unreadable(error):
+    """The one line a source raised as `UNREADABLE + line` from inside tf.data (where any
+    exception becomes a TensorFlow op error), or None for any other error."""
+    text = str(getattr(error, "message", error))
+    return text.split(UNREADABLE, 1)[1].splitlines()[0] if UNREADABLE in text else None
+
+
 class DataSource:
     """A data set of fixed-shape (input, label) examples in a training and a held-out split.
 
