@@ -137,3 +137,24 @@ def test_throughput_figures_match_a_known_workload(tmp_path):
     # most cannot (the test files run two at a time).
     rates = sorted(w["examples_per_sec"] for w in windows)
     assert rates[-1] <= ceiling and 0.6 * ceiling < rates[len(rates) // 2]
+
+
+@pytest.mark.parametrize("damage", ["a garbled middle line", "only the last line cut short"])
+def test_resuming_drops_damaged_metrics_lines_with_a_warning_and_keeps_the_file_as_found(tmp_path, damage):
+    from conftest import absl_messages  # pylint: disable=import-outside-toplevel
+    from tfscale.callbacks import MetricsLogger  # pylint: disable=import-outside-toplevel
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (5, 10, 15)]
+    if damage == "a garbled middle line":
+        lines.insert(1, "\x00\x00garbage{")
+    found = "\n".join(lines) + "\n" + '{"step": 20, "lo'  # the kill's cut line, always dropped quietly
+    path.write_text(found)
+    with absl_messages() as messages:
+        MetricsLogger(str(tmp_path), 5, 8, 40).resume_at(10)
+    assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [5, 10]
+    warned = [m for m in messages if "damaged line(s) dropped" in m]
+    if damage == "a garbled middle line":
+        assert len(warned) == 1 and "(line 2)" in warned[0] and f"{path}.damaged" in warned[0]
+        assert (tmp_path / "metrics.jsonl.damaged").read_text() == found + "\n"
+    else:
+        assert not warned and not (tmp_path / "metrics.jsonl.damaged").exists()

@@ -54,13 +54,21 @@ class MetricsLogger(keras.callbacks.Callback):
             return
         with io.gfile.GFile(self.path, "r") as f:
             lines = [line for line in f.read().splitlines() if line.strip()]
-        records = []
-        for line in lines:
+        records, damaged = [], []
+        for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
-            except ValueError:  # a line cut short by a kill
-                continue
-        kept = [r for r in records if isinstance(r, dict) and r.get("step", 0) <= step]
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif number < len(lines) or record is not None:  # not just the last line cut short by a kill
+                damaged.append(number)
+        kept = [r for r in records if r.get("step", 0) <= step]
+        if damaged:  # lines nothing can rebuild: the file as found is kept beside it
+            io.write_bytes(self.path + ".damaged", "".join(line + "\n" for line in lines))
+            logging.warning("%s: %d damaged line(s) dropped (line %s); the file as it was is kept in %s.damaged",
+                            self.path, len(damaged), ", ".join(map(str, damaged[:5])), self.path)
         if len(kept) != len(lines):
             io.write_bytes(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
         self.earlier = [r for r in kept if "loss" in r]  # the training lines, not the evaluations
