@@ -64,12 +64,12 @@ def test_lm_windows_given_to_a_classifier_are_refused(tmp_path):
                    {"name": "array_record", "path": folder})
 
 
-def _tfrecords(tmp_path, change):
-    """The digits as TFRecord files, the training file's records passed through `change`."""
+def _tfrecords(tmp_path, change, split="train"):
+    """The digits as TFRecord files, the records of `split`'s file passed through `change`."""
     folder = tmp_path / "records"
     tfrecord.write(str(folder), data.load(tiny_config().data), shards=1)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    path = str(folder / "train-00000-of-00001.tfrecord")
+    path = str(folder / f"{split}-00000-of-00001.tfrecord")
     records = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
     change(records)
     with tf.io.TFRecordWriter(path) as w:
@@ -87,12 +87,18 @@ def _negative_label(records):
     records[700].features.feature["labels"].int64_list.value[0] = -3
 
 
-@pytest.mark.parametrize("change,fragment", [
-    (_short_input, "train-00000-of-00001.tfrecord: feature 'inputs' holds 40 values in some records, 64 in the first"),
-    (_negative_label, "train-00000-of-00001.tfrecord: feature 'labels' holds the label -3"),
+def _unseen_label(records):
+    records[7].features.feature["labels"].int64_list.value[0] = 12
+
+
+@pytest.mark.parametrize("change,split,fragment", [
+    (_short_input, "train", "train-00000-of-00001.tfrecord: feature 'inputs' holds 40 values in some records, 64 in the first"),
+    (_negative_label, "train", "train-00000-of-00001.tfrecord: feature 'labels' holds the label -3"),
+    (_unseen_label, "eval", "eval-00000-of-00001.tfrecord: feature 'labels' holds the label 12, which no training "
+                            "file holds (their labels are 0..9)"),
 ])
-def test_tfrecord_records_unlike_the_first_are_refused(tmp_path, change, fragment):
-    assert_refused(fragment, str(tmp_path / "run"), _tfrecords(tmp_path, change))
+def test_tfrecord_records_unlike_the_first_are_refused(tmp_path, change, split, fragment):
+    assert_refused(fragment, str(tmp_path / "run"), _tfrecords(tmp_path, change, split))
 
 
 OWN = textwrap.dedent("""

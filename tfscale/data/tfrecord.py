@@ -85,12 +85,12 @@ def _lengths(values, kind):
 
 
 def count_records(files, keys, spec):
-    """(records per file, the largest label in them), reading each file once. Every record must
+    """(records per file, the largest label of each file), reading each file once. Every record must
     hold its features at the lengths of the first record (`spec`) and labels of 0 or more; a
     damaged file or a record that differs is a ConfigError naming the file and the feature. Every
     label is looked at, so classes found only in a later shard (shards sorted by class) still get
     an output."""
-    counts, largest = [], -1
+    counts, largest = [], []
     label_key = keys[1]
     feature = {k: tf.io.VarLenFeature(_KINDS[spec[k][0]][0]) for k in keys}
 
@@ -121,7 +121,7 @@ def count_records(files, keys, spec):
             raise ConfigError(f"TFRecord file {path}: feature {label_key!r} holds the label {int(low)}; labels "
                               "are classes 0, 1, ...")
         counts.append(int(n))
-        largest = max(largest, int(top))
+        largest.append(int(top))
     return counts, largest
 
 
@@ -154,10 +154,15 @@ class TFRecordSource(DataSource):
                               "(classifier) or per input position (language model)")
         self._eval = None
         self.origin = f"TFRecord files {data_config.path}"
-        # Classes (or token ids): one more than the largest label of any file.
-        num_classes = max(top for _, top in counted.values()) + 1
+        # Classes (or token ids): one more than the largest training label.
+        num_classes = max(counted["train"][1]) + 1
         if task == "lm":
-            num_classes = max(256, num_classes)
+            num_classes = max(256, num_classes, max(counted["eval"][1]) + 1)
+        else:  # a held-out class the model never saw would get a logit that nothing trained
+            for path, top in zip(self.files["eval"], counted["eval"][1]):
+                if top >= num_classes:
+                    raise ConfigError(f"TFRecord file {path}: feature {self.keys[1]!r} holds the label {top}, which "
+                                      f"no training file holds (their labels are 0..{num_classes - 1})")
         in_dtype = _KINDS[in_kind][1]
         self.info = DataInfo(os.path.basename(os.path.dirname(self.files["train"][0])) or "tfrecord", (in_len,),
                              num_classes, 1.0 / 255 if in_dtype == np.uint8 and task == "classifier" else 1.0,
