@@ -5,7 +5,7 @@ VENV ?= $(HOME)/.cache/tfscale/venv
 STAMP := $(VENV)/.tfscale-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo digits clean-venv
+.PHONY: setup postgres test quick demo digits clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,19 @@ digits: setup
 # them (its module fixtures are built once); most tests are start-up and graph building, which
 # one process leaves a second core idle for.
 TEST_WORKERS ?= 2
-test: setup
+test: setup postgres
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+
+# The inner loop of a change: the tests not marked slow (seconds each).
+quick: setup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
+
+# tests/test_tune_postgres.py starts a PostgreSQL server of its own from the Debian package;
+# installed here when missing (as root, e.g. in CI), else the command to run is printed.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "tests/test_tune_postgres.py needs PostgreSQL: sudo apt-get install postgresql"; fi; }
 
 clean-venv:
 	rm -rf $(VENV)
