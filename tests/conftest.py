@@ -1,5 +1,7 @@
 """Test set-up: Keras 2, and the CPU split into 4 logical devices once per test process."""
+import collections
 import contextlib
+import io
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -33,8 +35,93 @@ def tiny_config(**overrides):
     return with_overrides(digits_mlp.get_config("tiny"), **overrides)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class CommandResult(collections.namedtuple("CommandResult", "returncode stdout stderr")):
+    """What `run_command` gives: the attributes of a `subprocess.CompletedProcess` run with
+    `capture_output=True, text=True`."""
+
+
+def run_command(module, args=(), cwd=None, env=None):
+    """`python -m experiments.<module> ARGS` run in this process: the module executed as `__main__`
+    (runpy, as `-m` does), its stdout and stderr captured (absl logging included), its exit code
+    from `SystemExit` (an uncaught exception: its traceback on stderr, code 1, as Python exits).
+
+    Every experiments script defines its flags at import, and several define the same names
+    (--config, --workdir): the flags a run defines are deleted afterwards, and the flag values,
+    logging set-up, sys.argv, sys.path, working directory (`cwd`, the repository by default) and
+    `env` overrides (os.environ) are restored, so any command can run next. Not thread-safe: one
+    at a time, in the main thread (other threads may run subprocesses meanwhile)."""
+    import logging as std_logging  # pylint: disable=import-outside-toplevel
+    import runpy  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    import traceback  # pylint: disable=import-outside-toplevel
+    from absl import app, flags, logging  # pylint: disable=import-outside-toplevel
+    from experiments import cli  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+    app.define_help_flags()  # app.run defines them once per process: never deleted below
+    name = module if module.startswith("experiments.") else f"experiments.{module}"
+    fv = flags.FLAGS
+    flags_before, was_parsed = set(fv), fv.is_parsed()
+    verbosity, argv, path = logging.get_verbosity(), sys.argv, list(sys.path)
+    root = std_logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
+    absl_level = logging.get_absl_logger().level
+    # absl logs to its handler's stream once flags are parsed, TensorFlow's logger to its own
+    # handler's: both were given the stream stderr was when they were made
+    streams = [logging.get_absl_handler().python_handler]
+    streams += [h for h in std_logging.getLogger("tensorflow").handlers if isinstance(h, std_logging.StreamHandler)]
+    handler_streams = [h.stream for h in streams]
+    old_cwd = os.getcwd()
+    old_env = {k: os.environ.get(k) for k in (env or {})}
+    out, err = io.StringIO(), io.StringIO()
+    fv.unparse_flags()
+    try:
+        os.environ.update(env or {})
+        os.chdir(cwd or ROOT)
+        sys.argv = [name, *map(str, args)]
+        sys.path.insert(0, os.getcwd())  # as `-m` puts the working directory first
+        for handler in streams:
+            handler.stream = err
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                logging.use_absl_handler()  # as app.run does, once per process
+                runpy.run_module(name, run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as e:
+                if e.code is None or isinstance(e.code, int):
+                    code = e.code or 0
+                else:
+                    print(e.code, file=sys.stderr)
+                    code = 1
+            except Exception:  # pylint: disable=broad-except  (as the interpreter reports it)
+                traceback.print_exc()
+                code = 1
+    finally:
+        for handler, stream in zip(streams, handler_streams):
+            handler.stream = stream
+        sys.argv, sys.path[:] = argv, path
+        os.chdir(old_cwd)
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for flag in set(fv) - flags_before:
+            delattr(fv, flag)
+        if not was_parsed:
+            fv.unparse_flags()
+        logging.set_verbosity(verbosity)
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
+        logging.get_absl_logger().setLevel(absl_level)
+    return CommandResult(code, out.getvalue(), err.getvalue())
+
+
 def one_error_line(proc):
-    """The one `error: ...` line of a command refused as a user mistake (exit 2, no traceback)."""
+    """The one `error: ...` line of a command refused as a user mistake (exit 2, no traceback):
+    of a `subprocess.run(..., capture_output=True, text=True)` or of `run_command`."""
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]

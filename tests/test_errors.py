@@ -1,9 +1,10 @@
 """Bad input gets one clear line on stderr, a non-zero exit, no traceback, and an untouched workdir.
 
-The cases the flags themselves refuse, and one refused by training, go through
-`experiments.train`; the rest call `tfscale.train` in-process on the config the command would
-build (the same config file and typed overrides), whose ConfigError's first line is what the
-command prints after `error: `."""
+The cases the flags themselves refuse go through `experiments.train` run in this process
+(`run_command`), and one refused by training through `python -m experiments.train` in its own
+process; the rest call `tfscale.train` in-process on the config the command would build (the same
+config file and typed overrides), whose ConfigError's first line is what the command prints after
+`error: `."""
 import ast
 import concurrent.futures
 import hashlib
@@ -16,7 +17,7 @@ import pytest
 
 import tfscale
 
-from conftest import one_error_line
+from conftest import one_error_line, run_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "--config=experiments/configs/digits_mlp.py:tiny"
@@ -76,9 +77,11 @@ def _snapshot(folder):
     return out
 
 
-# Refused while the flags are parsed (or, for the last, by training): these go through the command.
+# Refused while the flags are parsed (or, for the last, by training): these go through the command,
+# the last as its own process.
 THROUGH_COMMAND = {"unknown_config_key", "bad_value_type", "missing_config_file", "unknown_variant",
                    "workdir_holds_other_run"}
+IN_ITS_OWN_PROCESS = {"workdir_holds_other_run"}
 
 
 def _prepare(name, tmp):
@@ -108,8 +111,11 @@ def _prepare(name, tmp):
 def _run_case(name, tmp):
     config, workdir_arg, rest, env, fragment, workdir = _prepare(name, tmp)
     before = _snapshot(workdir)
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", *config, *workdir_arg, *rest],
-                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    if name in IN_ITS_OWN_PROCESS:
+        proc = subprocess.run([sys.executable, "-m", "experiments.train", *config, *workdir_arg, *rest],
+                              cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    else:
+        proc = run_command("train", [*config, *workdir_arg, *rest], env={"TFDS_DATA_DIR": env["TFDS_DATA_DIR"]})
     return one_error_line(proc), fragment, before, _snapshot(workdir)
 
 
@@ -154,9 +160,10 @@ def _call_case(name, tmp):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("errors"))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run_case, name, tmp) for name in sorted(THROUGH_COMMAND)}
-        out = {name: _call_case(name, tmp) for name in CASES if name not in THROUGH_COMMAND}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # the process starts meanwhile
+        futures = {name: pool.submit(_run_case, name, tmp) for name in sorted(IN_ITS_OWN_PROCESS)}
+        out = {name: _run_case(name, tmp) for name in sorted(THROUGH_COMMAND - IN_ITS_OWN_PROCESS)}
+        out.update({name: _call_case(name, tmp) for name in CASES if name not in THROUGH_COMMAND})
         out.update({name: f.result() for name, f in futures.items()})
     return out
 
