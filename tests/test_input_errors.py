@@ -1,8 +1,9 @@
 """Broken config files, results files, workdirs, flags and data that cannot determine a law:
 one `error:` line, exit 2, no traceback, nothing written (and for fits, no fitting started).
 
-A few cases go through `experiments.train` and `experiments.fit`; the rest call what those
-commands call (`cli.load_config_file`, `scaling.fit_results`) in-process with the same
+A few cases go through `experiments.train` and `experiments.fit` (run in this process by
+`run_command`, one through `python -m experiments.fit` in its own process); the rest call what
+those commands call (`cli.load_config_file`, `scaling.fit_results`) in-process with the same
 arguments, whose ConfigError's first line is what the command prints after `error: `."""
 import concurrent.futures
 import hashlib
@@ -14,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import absl_messages, one_error_line
+from conftest import absl_messages, one_error_line, run_command
 from tfscale.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,8 +95,10 @@ def _snapshot(folder):
     return out
 
 
-# Through the command (flag parsing included): a config file, a results file, and a flag's value.
+# Through the command (flag parsing included): a config file, a results file, and a flag's value;
+# the last as its own process.
 THROUGH_COMMAND = {"syntax_error", "not_utf8", "compute_budget_nan"}
+IN_ITS_OWN_PROCESS = {"compute_budget_nan"}
 
 
 def _prepare(script, cases, name, tmp):
@@ -120,8 +123,11 @@ def _prepare(script, cases, name, tmp):
 def _run(script, cases, name, tmp):
     case, args, expected = _prepare(script, cases, name, tmp)
     before = _snapshot(case)
-    proc = subprocess.run([sys.executable, "-m", script, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    if name in IN_ITS_OWN_PROCESS:
+        proc = subprocess.run([sys.executable, "-m", script, *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+    else:
+        proc = run_command(script, args)
     return one_error_line(proc), proc.stderr, expected, before, _snapshot(case)
 
 
@@ -155,10 +161,12 @@ def results(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("input_errors"))
     jobs = [("experiments.train", CONFIG_CASES, n) for n in CONFIG_CASES]
     jobs += [("experiments.fit", FIT_CASES, n) for n in FIT_CASES]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # the process starts meanwhile
         futures = {name: pool.submit(_run, script, cases, name, tmp) for script, cases, name in jobs
-                   if name in THROUGH_COMMAND}
-        out = {name: _call(script, cases, name, tmp) for script, cases, name in jobs if name not in THROUGH_COMMAND}
+                   if name in IN_ITS_OWN_PROCESS}
+        out = {name: _run(script, cases, name, tmp) for script, cases, name in jobs
+               if name in THROUGH_COMMAND - IN_ITS_OWN_PROCESS}
+        out.update({name: _call(script, cases, name, tmp) for script, cases, name in jobs if name not in THROUGH_COMMAND})
         out.update({name: f.result() for name, f in futures.items()})
     return out
 
@@ -181,9 +189,8 @@ def _strict_json(text):
 def test_fit_without_an_allocation_says_so_instead_of_printing_nan(tmp_path):
     (tmp_path / "r.jsonl").write_bytes(ANTI)
     out = tmp_path / "fit"
-    proc = subprocess.run([sys.executable, "-m", "experiments.fit", f"--results={tmp_path}/r.jsonl", f"--workdir={out}",
-                           "--compute_budget=1e15", "--target_loss=2.3", *FAST], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_command("fit", [f"--results={tmp_path}/r.jsonl", f"--workdir={out}", "--compute_budget=1e15",
+                               "--target_loss=2.3", *FAST])
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = _strict_json((out / "fit.json").read_text())
     assert result["params"]["alpha"] < 0
