@@ -1,5 +1,6 @@
-"""`experiments.prepare` faults: each is one `error:` line, exit 2, and the folder as it was."""
-import concurrent.futures
+"""`experiments.prepare` faults: each is one `error:` line, exit 2, and the folder as it was.
+
+The command runs in this process (`run_command`), but where another process holds the folder."""
 import hashlib
 import os
 import random
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import one_error_line
+from conftest import one_error_line, run_command
 import tfscale
 from tfscale import lock
 from tfscale.data import array_record, corpus
@@ -39,21 +40,22 @@ def _flags(tree, out, *more):
     return [f"--files={tree}", f"--workdir={out}", "--seq_len=8", "--shards=2", "--validation_share=0.2", *more]
 
 
-def _prepare(*args, patch=None):
-    """`python -m experiments.prepare ARGS`; with `patch`, that code runs first in the process."""
-    if patch:
-        code = (f"{patch}\nimport runpy, sys\nsys.argv = {['experiments.prepare', *args]!r}\n"
-                "runpy.run_module('experiments.prepare', run_name='__main__')")
-        command = [sys.executable, "-c", code]
-    else:
-        command = [sys.executable, "-m", "experiments.prepare", *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _prepare(*args):
+    """`experiments.prepare ARGS`, run in this process."""
+    return run_command("prepare", args)
 
 
 def _together(*runs):
-    """The commands' results, two at a time (each spends most of its start importing TensorFlow)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda run: _prepare(*run[0], **run[1]), runs))
+    """The commands' results, one after the other; with `patch` (a function), it is called first
+    and what it returns is called after the command."""
+    def run(args, patch=None):
+        undo = patch() if patch else None
+        try:
+            return _prepare(*args)
+        finally:
+            if undo:
+                undo()
+    return [run(args, **kwargs) for args, kwargs in runs]
 
 
 def _snapshot(folder):
@@ -80,7 +82,9 @@ def test_a_prepare_on_a_folder_in_use_is_refused_naming_the_holder(tree, tmp_pat
     out = str(tmp_path / "data")
     with lock.WorkdirLock(out):  # as a first prepare (or a run) holds it
         before = _snapshot(out)
-        line = one_error_line(_prepare(*_flags(tree, out)))
+        # a lock is shared within a process: the second prepare is a process of its own
+        line = one_error_line(subprocess.run([sys.executable, "-m", "experiments.prepare", *_flags(tree, out)],
+                                             cwd=ROOT, capture_output=True, text=True, timeout=300))
         assert f"workdir {out} is in use by pid {os.getpid()} on " in line
         assert _snapshot(out) == before
 
@@ -115,31 +119,39 @@ def test_a_prepare_that_fails_before_its_first_shard_leaves_nothing_behind(tree,
     assert array_record.verify(existing) == 6  # 4 shards, tokenizer.model and tokenizer.json
 
 
-VANISH = """
-import os
-from tfscale.data import corpus
-def {name}(*args, _real=corpus.{name}, **kwargs):
-    result = _real(*args, **kwargs)
-    os.remove({path!r})
-    return result
-corpus.{name} = {name}
-"""
-VANISH_BEFORE_READ = """
-import os
-from tfscale.data import corpus
-def split_corpus(*args, _real=corpus.split_corpus, **kwargs):
-    os.remove({path!r})
-    return _real(*args, **kwargs)
-corpus.split_corpus = split_corpus
-"""
+def _vanish(name, path):
+    """A patch (`_together`) that removes `path` just after `corpus.<name>` has run."""
+    def patch():
+        real = getattr(corpus, name)
+
+        def wrapper(*args, **kwargs):
+            result = real(*args, **kwargs)
+            os.remove(path)
+            return result
+        setattr(corpus, name, wrapper)
+        return lambda: setattr(corpus, name, real)
+    return patch
+
+
+def _vanish_before_read(path):
+    """A patch (`_together`) that removes `path` just before `corpus.split_corpus` reads the files."""
+    def patch():
+        real = corpus.split_corpus
+
+        def split_corpus(*args, **kwargs):
+            os.remove(path)
+            return real(*args, **kwargs)
+        corpus.split_corpus = split_corpus
+        return lambda: setattr(corpus, "split_corpus", real)
+    return patch
 
 
 def test_a_file_that_vanishes_while_preparing_is_one_line_naming_it(tree, tmp_path):
     listing, reading = (shutil.copytree(tree, tmp_path / name) for name in ("listing", "reading"))
     gone_listing, gone_reading = os.path.join(listing, "m05.py"), os.path.join(reading, "m07.py")
     during_listing, before_reading = _together(
-        (_flags(listing, tmp_path / "out_listing"), {"patch": VANISH.format(name="find_files", path=gone_listing)}),
-        (_flags(reading, tmp_path / "out_reading"), {"patch": VANISH_BEFORE_READ.format(path=gone_reading)}))
+        (_flags(listing, tmp_path / "out_listing"), {"patch": _vanish("find_files", gone_listing)}),
+        (_flags(reading, tmp_path / "out_reading"), {"patch": _vanish_before_read(gone_reading)}))
     assert f"{gone_listing} vanished while preparing" in one_error_line(during_listing)
     assert f"{gone_reading} vanished while preparing" in one_error_line(before_reading)
     assert not os.path.exists(tmp_path / "out_listing") and not os.path.exists(tmp_path / "out_reading")
