@@ -131,15 +131,11 @@ def one_error_line(proc):
 
 def assert_refused(fragment, workdir, data_overrides, through_command=False):
     """The tiny digits run with `data_overrides` ({"name": ..., "path": ...}) is refused with
-    `fragment`, through `experiments.train` (one `error:` line, exit 2) or in-process (the same
-    one-line ConfigError), and its workdir is never created."""
-    import subprocess  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
+    `fragment`, through `experiments.train` (one `error:` line, exit 2; run in this process) or
+    `tfscale.train` (the same one-line ConfigError), and its workdir is never created."""
     if through_command:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        proc = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits_mlp.py:tiny",
-                               f"--workdir={workdir}", *(f"--config.data.{k}={v}" for k, v in data_overrides.items())],
-                              cwd=root, capture_output=True, text=True, timeout=300)
+        proc = run_command("train", ["--config=experiments/configs/digits_mlp.py:tiny", f"--workdir={workdir}",
+                                     *(f"--config.data.{k}={v}" for k, v in data_overrides.items())])
         assert fragment in one_error_line(proc)
     else:
         with pytest.raises(tfscale.ConfigError) as error:

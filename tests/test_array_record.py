@@ -1,23 +1,19 @@
 """ArrayRecord data streamed by index: the same order, weights and resume as data held in memory."""
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_refused, tiny_config
+from conftest import assert_refused, run_command, tiny_config
 import tfscale
 from tfscale import data
 from tfscale.data import array_record
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def prepare(config, out, shards=3):
-    proc = subprocess.run([sys.executable, "-m", "experiments.prepare", f"--config={config}", f"--workdir={out}",
-                           f"--shards={shards}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_command("prepare", [f"--config={config}", f"--workdir={out}", f"--shards={shards}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
@@ -73,8 +69,8 @@ def test_two_local_workers_on_the_stream_give_the_weights_of_one_device(digits_d
     from test_resume import max_difference  # pylint: disable=import-outside-toplevel
     args = [*ARGS, "--config.data.name=array_record", f"--config.data.path={digits_dir}"]
     single, shared = str(tmp_path / "single"), str(tmp_path / "multi")
-    subprocess.run([sys.executable, "-m", "experiments.train", f"--workdir={single}", *args],
-                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    single_run = run_command("train", [f"--workdir={single}", *args])  # the reference: one device, in-process
+    assert single_run.returncode == 0, single_run.stderr[-3000:]
     result = launch(2, [sys.executable, "-m", "experiments.train", f"--workdir={shared}", *args,
                         "--config.distribute.strategy=multi_worker"], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
