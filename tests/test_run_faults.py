@@ -1,4 +1,7 @@
-"""Faults a user meets while a run trains: none loses the run, corrupts it, or ends in a traceback."""
+"""Faults a user meets while a run trains: none loses the run, corrupts it, or ends in a traceback.
+
+A run that is signalled or killed, or that holds the workdir, is a process of its own (`start`);
+the other runs of `experiments.train` are run in this process (`train`)."""
 import glob
 import json
 import os
@@ -11,14 +14,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import run_command
 from test_resume import ROOT, checkpoint_steps
 
 TINY = ["--config=experiments/configs/digits_mlp.py:tiny", "--config.export.saved_model=False"]
 
 
-def train(workdir, *args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *TINY, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, **kwargs)
+def train(workdir, *args):
+    """`experiments.train` run in this process: returncode, stdout and stderr."""
+    return run_command("train", [f"--workdir={workdir}", *TINY, *args])
 
 
 def start(workdir, *args, **kwargs):
