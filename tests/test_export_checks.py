@@ -1,7 +1,12 @@
 """Exports through the command line: a file that does not match Keras is refused and nothing is
 left at its path, the serving signature takes the full input shape only, a killed export's
-leftovers go at the next one, and `experiments.evaluate` handles damaged exports and LMs."""
+leftovers go at the next one, and `experiments.evaluate` handles damaged exports and LMs.
+
+The commands run in this process (`run_command`) with the faulty conversion or export patched in;
+two run as processes: the export killed with SIGKILL (what a dead process leaves is the point)
+and the LM's `python -m experiments.compress`, the one real command line of this file."""
 import concurrent.futures
+import contextlib
 import glob
 import hashlib
 import json
@@ -14,42 +19,60 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import run_command
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLP = "--config=experiments/configs/digits_mlp.py:tiny"
 LM = ["--config=experiments/configs/lm.py:tiny", "--config.compress.variants=float32",
       "--config.compress.eval_examples=48", "--config.eval.max_examples=48", "--config.compress.latency_runs=2"]
 
-# Code run before a script (`python -c PATCH; runpy ...`): a conversion or an export gone wrong.
-SCRAMBLE = """
-import numpy as np, tf_keras as keras
-from tfscale.compress import tflite
-real = tflite.convert
-def convert(network, mode, *args, **kwargs):
-    if mode == {mode!r}:
-        other = keras.models.clone_model(network)
-        rng = np.random.default_rng(0)
-        other.set_weights([{change} for w in network.get_weights()])
-        network = other
-    return real(network, mode, *args, **kwargs)
-tflite.convert = convert
-"""
-PATCHES = {
-    "int8_scrambled": SCRAMBLE.format(mode="int8", change="rng.permutation(w.ravel()).reshape(w.shape)"),
-    "float16_scaled": SCRAMBLE.format(mode="float16", change="w * 1.05"),
-    "saved_model_scaled": """
-import tensorflow as tf
-real = tf.saved_model.load
-def load(*args, **kwargs):
-    loaded = real(*args, **kwargs)
-    for v in loaded.variables:
-        v.assign(v * 1.01)
-    return loaded
-tf.saved_model.load = load
-""",
-    "killed_mid_export": """
+# Code run before a script (`python -c PATCH; runpy ...`): an export killed as it loads its files back.
+KILLED_MID_EXPORT = """
 import os, signal, tensorflow as tf
 tf.saved_model.load = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
-""",
+"""
+
+
+@contextlib.contextmanager
+def _scrambled(mode, change):
+    """`tflite.convert` converting, for `mode`, a copy of the network with its weights changed."""
+    import tf_keras as keras  # pylint: disable=import-outside-toplevel
+    from tfscale.compress import tflite  # pylint: disable=import-outside-toplevel
+    real = tflite.convert
+
+    def convert(network, wanted, *args, **kwargs):
+        if wanted == mode:
+            other = keras.models.clone_model(network)
+            rng = np.random.default_rng(0)
+            other.set_weights([change(w, rng) for w in network.get_weights()])
+            network = other
+        return real(network, wanted, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tflite, "convert", convert)
+        yield
+
+
+@contextlib.contextmanager
+def _saved_model_scaled():
+    """`tf.saved_model.load` giving the export back with every variable 1 % larger."""
+    real = tf.saved_model.load
+
+    def load(*args, **kwargs):
+        loaded = real(*args, **kwargs)
+        for v in loaded.variables:
+            v.assign(v * 1.01)
+        return loaded
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf.saved_model, "load", load)
+        yield
+
+
+PATCHES = {
+    "int8_scrambled": lambda: _scrambled("int8", lambda w, rng: rng.permutation(w.ravel()).reshape(w.shape)),
+    "float16_scaled": lambda: _scrambled("float16", lambda w, rng: w * 1.05),
+    "saved_model_scaled": _saved_model_scaled,
 }
 
 
@@ -84,46 +107,49 @@ def _copy(src, dst):
     return dst
 
 
+def _command(module, workdir, args=(), patch=None):
+    """`python -m experiments.MODULE ARGS --workdir=WORKDIR`, run in this process with `patch`
+    (a PATCHES entry) in place."""
+    with PATCHES[patch]() if patch else contextlib.nullcontext():
+        return run_command(module, [*args, f"--workdir={workdir}"])
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A trained digits MLP (in this process, while the commands that do not need it start), then
-    every command of the tests below, two at a time."""
+    """A trained digits MLP, then every command of the tests below: the two processes start
+    first and run while the others run here."""
     from conftest import tiny_config  # pylint: disable=import-outside-toplevel
     import tfscale  # pylint: disable=import-outside-toplevel
     tmp = str(tmp_path_factory.mktemp("export_checks"))
-    base = os.path.join(tmp, "mlp")
-    jobs = {
-        "saved_model_scaled": ("experiments.train", [MLP], "saved_model_scaled", os.path.join(tmp, "fresh")),
-        "lm": ("experiments.compress", LM, None, os.path.join(tmp, "lm")),
-    }
-    before = {name: _snapshot(job[3]) for name, job in jobs.items()}
-
-    def run(name):
-        module, args, patch, workdir = jobs[name]
-        return _script(module, [*args, f"--workdir={workdir}"], PATCHES.get(patch))
-
+    base, lm, fresh = (os.path.join(tmp, name) for name in ("mlp", "lm", "fresh"))
+    results = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run, name) for name in jobs}
+        processes = {"lm": (pool.submit(_script, "experiments.compress", [*LM, f"--workdir={lm}"]), lm, {})}
+        before = _snapshot(fresh)
+        results["saved_model_scaled"] = (_command("train", fresh, [MLP], "saved_model_scaled"), fresh, before)
         tfscale.train(tiny_config(), base)  # the config `MLP` gives the commands
+        killed = _copy(base, os.path.join(tmp, "killed"))
+        os.remove(os.path.join(killed, "summary.json"))  # written last: a run killed mid-export has none
+        processes["killed_mid_export"] = (
+            pool.submit(_script, "experiments.train", [MLP, f"--workdir={killed}"], KILLED_MID_EXPORT), killed,
+            _snapshot(killed))
         no_pb = _copy(base, os.path.join(tmp, "no_pb"))
         os.remove(os.path.join(no_pb, "export", "saved_model", "saved_model.pb"))
         no_export = _copy(base, os.path.join(tmp, "no_export"))
         shutil.rmtree(os.path.join(no_export, "export", "saved_model"))
-        killed = _copy(base, os.path.join(tmp, "killed"))
-        os.remove(os.path.join(killed, "summary.json"))  # written last: a run killed mid-export has none
-        later = {
-            "int8_scrambled": ("experiments.compress", [MLP, "--config.compress.variants=int8"], "int8_scrambled",
+        commands = {
+            "int8_scrambled": ("compress", [MLP, "--config.compress.variants=int8"], "int8_scrambled",
                                _copy(base, os.path.join(tmp, "int8"))),
-            "float16_scaled": ("experiments.compress", [MLP, "--config.compress.variants=float32,float16"],
-                               "float16_scaled", _copy(base, os.path.join(tmp, "float16"))),
-            "killed_mid_export": ("experiments.train", [MLP], "killed_mid_export", killed),
-            "no_pb": ("experiments.evaluate", [], None, no_pb),
-            "no_export": ("experiments.evaluate", [], None, no_export),
+            "float16_scaled": ("compress", [MLP, "--config.compress.variants=float32,float16"], "float16_scaled",
+                               _copy(base, os.path.join(tmp, "float16"))),
+            "no_pb": ("evaluate", [], None, no_pb),
+            "no_export": ("evaluate", [], None, no_export),
         }
-        before.update({name: _snapshot(job[3]) for name, job in later.items()})
-        jobs.update(later)
-        futures.update({name: pool.submit(run, name) for name in later})
-        results = {name: (f.result(), jobs[name][3], before[name]) for name, f in futures.items()}
+        for name, (module, args, patch, workdir) in commands.items():
+            before = _snapshot(workdir)
+            results[name] = (_command(module, workdir, args, patch), workdir, before)
+        results.update({name: (future.result(), workdir, before)
+                        for name, (future, workdir, before) in processes.items()})
     results["base"] = (None, base, None)
     return results
 
@@ -207,7 +233,7 @@ def test_lm_tflite_is_measured_on_the_runs_own_evenly_spaced_examples(runs):
 
 def test_evaluate_on_a_language_model_reports_its_next_byte_figures(runs):
     _, workdir, _ = runs["lm"]
-    proc = _script("experiments.evaluate", [f"--workdir={workdir}"])
+    proc = run_command("evaluate", [f"--workdir={workdir}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "eval.json")) as f:
         report = json.load(f)
