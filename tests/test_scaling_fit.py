@@ -1,16 +1,14 @@
 """Scaling-law fits recover known laws; planning matches hand-computed values; the CLI writes its files."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from conftest import run_command
 from tfscale import scaling
 from tfscale.scaling import analysis, fitting, laws, planning, results
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.28}
 
 
@@ -145,10 +143,8 @@ def test_fit_cli_drops_outliers_and_writes_fit_json_plot_and_report(tmp_path):
         r["loss"] *= 1.6
     _write_csv(tmp_path / "points.csv", rows)
     out = tmp_path / "fit"
-    proc = subprocess.run([sys.executable, "-m", "experiments.fit", f"--results={tmp_path / 'points.csv'}",
-                           f"--workdir={out}", "--drop_highest_loss=3", "--bootstrap=20",
-                           "--compute_budget=1e21", "--target_loss=2.0", "--grid_stride=7"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = run_command("fit", [f"--results={tmp_path / 'points.csv'}", f"--workdir={out}", "--drop_highest_loss=3",
+                               "--bootstrap=20", "--compute_budget=1e21", "--target_loss=2.0", "--grid_stride=37"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "fit.json").read_text())
     assert set(result) >= {"law", "params", "ci", "r2", "rmse", "n_points", "extrapolation", "compute_optimal"}
@@ -174,9 +170,7 @@ def test_fit_cli_bad_results_get_one_line_errors(tmp_path, args, fragment):
     few = synthetic_rows(sizes=[1e6, 1e7, 1e8], tokens=[1e9])
     few[1]["num_tokens"] = 2e9
     (tmp_path / "few.jsonl").write_text("".join(json.dumps(r) + "\n" for r in few))
-    proc = subprocess.run([sys.executable, "-m", "experiments.fit", f"--workdir={tmp_path}/out",
-                           *[a.format(tmp=tmp_path) for a in args]], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = run_command("fit", [f"--workdir={tmp_path}/out", *[a.format(tmp=tmp_path) for a in args]])
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in proc.stderr, proc.stderr
