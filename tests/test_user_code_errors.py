@@ -3,17 +3,13 @@ one `error:` line naming it, the exception and the user's own file:line, followe
 user's frames; never a traceback through tfscale, and the workdir is left as it was."""
 import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from conftest import one_error_line, tiny_config
+from conftest import one_error_line, run_command, tiny_config
 import tfscale
 from tfscale import ConfigError, config as config_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _module(folder, name, source):
@@ -23,7 +19,7 @@ def _module(folder, name, source):
     return str(path)
 
 
-def test_a_builder_that_raises_is_one_error_line_at_the_users_line_then_only_their_frames(tmp_path):
+def test_a_builder_that_raises_is_one_error_line_at_the_users_line_then_only_their_frames(tmp_path, monkeypatch):
     path = _module(tmp_path, "user_model_raises", """
         def _check(width):
             if width < 100:
@@ -34,11 +30,10 @@ def test_a_builder_that_raises_is_one_error_line_at_the_users_line_then_only_the
             _check(width)
         """)
     workdir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", "--config=examples/my_config.py",
-                           f"--workdir={workdir}", "--config.model.name=user_model_raises:build",
-                           "--config.data.name=examples.my_data:load"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as PYTHONPATH would
+    proc = run_command("train", ["--config=examples/my_config.py", f"--workdir={workdir}",
+                                 "--config.model.name=user_model_raises:build",
+                                 "--config.data.name=examples.my_data:load"])
     line = one_error_line(proc)
     assert line == (f"error: model 'user_model_raises:build' raised ValueError: bad width 64 ({path}:3)")
     after = proc.stderr[proc.stderr.index(line) + len(line):]
