@@ -44,12 +44,14 @@ class CommandResult(collections.namedtuple("CommandResult", "returncode stdout s
 
 
 def run_command(module, args=(), cwd=None, env=None):
-    """`python -m experiments.<module> ARGS` run in this process: the module executed as `__main__`
-    (runpy, as `-m` does), its stdout and stderr captured (absl logging included), its exit code
-    from `SystemExit` (an uncaught exception: its traceback on stderr, code 1, as Python exits).
+    """`python -m experiments.<module> ARGS` (or `python -m <module>` for a dotted name) run in this
+    process: the module executed as `__main__` (runpy, as `-m` does), its stdout and stderr captured
+    (absl logging included), its exit code from `SystemExit` (an uncaught exception: its traceback
+    on stderr, code 1, as Python exits).
 
     Every experiments script defines its flags at import, and several define the same names
-    (--config, --workdir): the flags a run defines are deleted afterwards, and the flag values,
+    (--config, --workdir): the flags a run defines are deleted afterwards (and those of the module
+    itself, imported here under its own name, are set aside meanwhile), and the flag values,
     logging set-up, sys.argv, sys.path, working directory (`cwd`, the repository by default) and
     `env` overrides (os.environ) are restored, so any command can run next. Not thread-safe: one
     at a time, in the main thread (other threads may run subprocesses meanwhile)."""
@@ -57,12 +59,16 @@ def run_command(module, args=(), cwd=None, env=None):
     import runpy  # pylint: disable=import-outside-toplevel
     import sys  # pylint: disable=import-outside-toplevel
     import traceback  # pylint: disable=import-outside-toplevel
+    import warnings  # pylint: disable=import-outside-toplevel
     from absl import app, flags, logging  # pylint: disable=import-outside-toplevel
     from experiments import cli  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
     app.define_help_flags()  # app.run defines them once per process: never deleted below
-    name = module if module.startswith("experiments.") else f"experiments.{module}"
+    name = module if "." in module else f"experiments.{module}"
     fv = flags.FLAGS
+    imported = {flag.name: flag for flag in fv.flags_by_module_dict().get(name, [])}
+    for flag in imported:
+        delattr(fv, flag)
     flags_before, was_parsed = set(fv), fv.is_parsed()
     verbosity, argv, path = logging.get_verbosity(), sys.argv, list(sys.path)
     root = std_logging.getLogger()
@@ -87,7 +93,10 @@ def run_command(module, args=(), cwd=None, env=None):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 logging.use_absl_handler()  # as app.run does, once per process
-                runpy.run_module(name, run_name="__main__", alter_sys=True)
+                with warnings.catch_warnings():  # the module imported here too: not so in its own process
+                    warnings.filterwarnings("ignore", "'.*' found in sys.modules after import of package",
+                                            RuntimeWarning)
+                    runpy.run_module(name, run_name="__main__", alter_sys=True)
                 code = 0
             except SystemExit as e:
                 if e.code is None or isinstance(e.code, int):
@@ -110,6 +119,10 @@ def run_command(module, args=(), cwd=None, env=None):
                 os.environ[key] = value
         for flag in set(fv) - flags_before:
             delattr(fv, flag)
+        for flag in imported.values():  # as its import defined them
+            fv[flag.name] = flag
+            fv.register_flag_by_module(name, flag)
+            fv.register_flag_by_module_id(id(sys.modules[name]), flag)
         if not was_parsed:
             fv.unparse_flags()
         logging.set_verbosity(verbosity)

@@ -1,21 +1,17 @@
 """A user's own model (an importable builder) and own data (ArrayRecord shards), trained through tfscale."""
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import one_error_line, tiny_config
+from conftest import one_error_line, run_command, tiny_config
 import tfscale
 from tfscale import ConfigError, config as config_lib, models
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_examples_train_from_their_own_shards_end_to_end(tmp_path):
     shards, workdir = str(tmp_path / "my_data"), str(tmp_path / "my_model")
-    subprocess.run([sys.executable, "-m", "examples.my_data", f"--out={shards}"], cwd=ROOT, check=True,
-                   capture_output=True, timeout=300)
+    written = run_command("examples.my_data", [f"--out={shards}"])
+    assert written.returncode == 0, written.stderr[-2000:]
     from examples import my_config  # pylint: disable=import-outside-toplevel
     config = my_config.get_config(shards)
     summary = tfscale.train(config, workdir)
@@ -36,6 +32,7 @@ def test_own_data_factory_trains_through_its_importable_name(tmp_path):
     config = my_config.get_config().unlock()
     config.data.name, config.data.path = "examples.my_data:load", ""
     config.train.num_steps, config.eval.every_steps, config.checkpoint.every_steps = 60, 30, 60
+    config.export.saved_model = False
     summary = tfscale.train(config.lock(), str(tmp_path / "run"))
     assert summary["data"] == "examples.my_data:load" and summary["steps"] == 60
     assert summary["eval_accuracy"] >= 0.85  # a majority guess gets 0.63
@@ -73,9 +70,8 @@ def test_a_model_that_cannot_be_found_is_refused_before_anything_is_written(name
 def test_own_model_knobs_are_checked_against_its_signature(tmp_path):
     import ml_collections  # pylint: disable=import-outside-toplevel
     model = ml_collections.ConfigDict({"name": "examples.my_model:build", "width": 8, "depht": 2})
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits_mlp.py:tiny",
-                           f"--workdir={tmp_path / 'run'}", "--config.model.name=examples.my_model:build",
-                           "--config.model.width=8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_command("train", ["--config=experiments/configs/digits_mlp.py:tiny", f"--workdir={tmp_path / 'run'}",
+                                 "--config.model.name=examples.my_model:build", "--config.model.width=8"])
     assert "has no knob model.depth" in one_error_line(proc)  # digits_mlp's depth is not a knob of build()
     with pytest.raises(ConfigError, match="has no knob model.depht"):
         models.check_knobs(model)
