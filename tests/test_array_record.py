@@ -67,7 +67,8 @@ def test_sigkill_and_resume_on_the_stream_end_with_the_weights_of_an_unbroken_ru
 def test_two_local_workers_on_the_stream_give_the_weights_of_one_device(digits_dir, tmp_path):
     from test_multi_worker import ARGS, launch  # pylint: disable=import-outside-toplevel
     from test_resume import max_difference  # pylint: disable=import-outside-toplevel
-    args = [*ARGS, "--config.data.name=array_record", f"--config.data.path={digits_dir}"]
+    args = [*ARGS, "--config.data.name=array_record", f"--config.data.path={digits_dir}",
+            "--config.export.saved_model=False"]
     single, shared = str(tmp_path / "single"), str(tmp_path / "multi")
     single_run = run_command("train", [f"--workdir={single}", *args])  # the reference: one device, in-process
     assert single_run.returncode == 0, single_run.stderr[-3000:]
