@@ -83,7 +83,10 @@ def test_windows_cut_examples_into_inputs_and_next_byte_targets():
 
 
 def test_default_lm_learns_pycode_well_below_uniform(tmp_path):
-    run = Run(lm_config(None, train__num_steps=100, export__saved_model=False), str(tmp_path))
+    # Judged on 1,024 evenly spaced validation windows (of 3,899): 2.81 and 2.75 nats on seeds 0
+    # and 1 (all of them: 2.79 on seed 0), in a fifth of the time the whole split takes.
+    run = Run(lm_config(None, train__num_steps=100, export__saved_model=False, eval__max_examples=1024),
+              str(tmp_path))
     run.fit()
     loss = run.evaluate()["loss"]
     print(f"lm default, 100 updates: validation {loss:.3f} nats/byte ({loss / math.log(2):.3f} bits/byte)")
