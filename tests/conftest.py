@@ -50,8 +50,8 @@ def run_command(module, args=(), cwd=None, env=None):
     on stderr, code 1, as Python exits).
 
     Every experiments script defines its flags at import, and several define the same names
-    (--config, --workdir): the flags a run defines are deleted afterwards (and those of the module
-    itself, imported here under its own name, are set aside meanwhile), and the flag values,
+    (--config, --workdir): the flags a run defines are deleted afterwards (and those a plain import
+    of the module or of an experiments script defined here are set aside meanwhile), and the flag values,
     logging set-up, sys.argv, sys.path, working directory (`cwd`, the repository by default) and
     `env` overrides (os.environ) are restored, so any command can run next. Not thread-safe: one
     at a time, in the main thread (other threads may run subprocesses meanwhile)."""
@@ -66,9 +66,11 @@ def run_command(module, args=(), cwd=None, env=None):
     app.define_help_flags()  # app.run defines them once per process: never deleted below
     name = module if "." in module else f"experiments.{module}"
     fv = flags.FLAGS
-    imported = {flag.name: flag for flag in fv.flags_by_module_dict().get(name, [])}
-    for flag in imported:
-        delattr(fv, flag)
+    imported = [(module_name, flag) for module_name, module_flags in fv.flags_by_module_dict().items()
+                if module_name == name or module_name.startswith("experiments.") for flag in module_flags]
+    imported_names = {key: fv[key] for key in list(fv) if any(fv[key] is flag for _, flag in imported)}
+    for key in imported_names:
+        delattr(fv, key)
     flags_before, was_parsed = set(fv), fv.is_parsed()
     verbosity, argv, path = logging.get_verbosity(), sys.argv, list(sys.path)
     root = std_logging.getLogger()
@@ -119,10 +121,11 @@ def run_command(module, args=(), cwd=None, env=None):
                 os.environ[key] = value
         for flag in set(fv) - flags_before:
             delattr(fv, flag)
-        for flag in imported.values():  # as its import defined them
-            fv[flag.name] = flag
-            fv.register_flag_by_module(name, flag)
-            fv.register_flag_by_module_id(id(sys.modules[name]), flag)
+        for key, flag in imported_names.items():  # as the imports defined them
+            fv[key] = flag
+        for module_name, flag in imported:
+            fv.register_flag_by_module(module_name, flag)
+            fv.register_flag_by_module_id(id(sys.modules[module_name]), flag)
         if not was_parsed:
             fv.unparse_flags()
         logging.set_verbosity(verbosity)

@@ -1,12 +1,11 @@
 """Bad input gets one clear line on stderr, a non-zero exit, no traceback, and an untouched workdir.
 
-The cases the flags themselves refuse go through `experiments.train` run in this process
-(`run_command`), and one refused by training through `python -m experiments.train` in its own
-process; the rest call `tfscale.train` in-process on the config the command would build (the same
+The cases the flags themselves refuse, and one refused by training, go through
+`experiments.train` run in this process (`run_command`), one of them through
+`python -m experiments.train` in its own process; the rest call `tfscale.train` in-process on the config the command would build (the same
 config file and typed overrides), whose ConfigError's first line is what the command prints after
 `error: `."""
 import ast
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -78,10 +77,10 @@ def _snapshot(folder):
 
 
 # Refused while the flags are parsed (or, for the last, by training): these go through the command,
-# the last as its own process.
+# the first also as its own process.
 THROUGH_COMMAND = {"unknown_config_key", "bad_value_type", "missing_config_file", "unknown_variant",
                    "workdir_holds_other_run"}
-IN_ITS_OWN_PROCESS = {"workdir_holds_other_run"}
+IN_ITS_OWN_PROCESS = {"unknown_config_key"}
 
 
 def _prepare(name, tmp):
@@ -160,11 +159,8 @@ def _call_case(name, tmp):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("errors"))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # the process starts meanwhile
-        futures = {name: pool.submit(_run_case, name, tmp) for name in sorted(IN_ITS_OWN_PROCESS)}
-        out = {name: _run_case(name, tmp) for name in sorted(THROUGH_COMMAND - IN_ITS_OWN_PROCESS)}
-        out.update({name: _call_case(name, tmp) for name in CASES if name not in THROUGH_COMMAND})
-        out.update({name: f.result() for name, f in futures.items()})
+    out = {name: _run_case(name, tmp) for name in sorted(THROUGH_COMMAND)}
+    out.update({name: _call_case(name, tmp) for name in CASES if name not in THROUGH_COMMAND})
     return out
 
 
