@@ -9,7 +9,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from conftest import with_overrides
-import tfscale
 from experiments.configs import digits_cnn, lm_distill
 from tfscale import config as config_lib, export, io, models, training
 from tfscale.compress import artifacts, distill, finetune, prune, quantize, section, tflite
@@ -22,11 +21,11 @@ def cnn_config(**overrides):
 def trained(tmp_path_factory):
     """A tiny CNN trained on digits (the teacher and the source of every variant)."""
     workdir = str(tmp_path_factory.mktemp("cnn"))
-    config = cnn_config(train__num_steps=300, distribute__strategy="one_device")
-    tfscale.train(config, workdir)
+    config = cnn_config(train__num_steps=300, distribute__strategy="one_device", export__saved_model=False)
     run = training.Run(config, workdir)
-    run.fit()  # restores the trained weights
-    return run
+    run.fit()  # trains it; the run holds the trained network
+    yield run
+    run.close()
 
 
 def _kernel_zeros(network):
@@ -195,7 +194,8 @@ def _saved_kernel_sparsity(saved_model):
 def test_compress_writes_every_variant_and_the_report(tmp_path):
     from tfscale.compress import job
     config = cnn_config(compress__variants="float32,pruned_int8,qat_int8,distilled", compress__prune__target_sparsity=0.8,
-                        compress__latency_runs=3, distribute__strategy="one_device")
+                        compress__latency_runs=3, distribute__strategy="one_device",
+                        export__saved_model=False)  # the run's own export: not what is checked here
     report, table = job.compress(config, str(tmp_path))
     assert [r["variant"] for r in report["variants"]] == ["float32", "pruned_int8", "qat_int8", "distilled"]
     for r in report["variants"]:
@@ -214,10 +214,9 @@ def test_compress_writes_every_variant_and_the_report(tmp_path):
 
 
 def test_lm_distills_through_the_lm_path_and_converts_to_tflite(tmp_path):
-    config = lm_distill.get_config("tiny")
-    tfscale.train(config, str(tmp_path))  # 20 updates
+    config = with_overrides(lm_distill.get_config("tiny"), export__saved_model=False)
     run = training.Run(config, str(tmp_path))
-    run.fit()  # restores the trained weights
+    run.fit()  # 20 updates; the run holds the trained teacher
     teacher_before = [w.copy() for w in run.network.get_weights()]
     d = config.compress.distill
     student = finetune.fit(run, lambda: distill.DistillationModel(
