@@ -16,11 +16,12 @@ from tfscale.data import DataInfo
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("teacher"))
-    config = tiny_config(train__num_steps=60, data__train_examples=48, distribute__strategy="one_device")
-    tfscale.train(config, workdir)
+    config = tiny_config(train__num_steps=60, data__train_examples=48, distribute__strategy="one_device",
+                         export__saved_model=False)
     r = training.Run(config, workdir)
-    r.fit()  # restores the trained weights
-    return r
+    r.fit()  # trains it; the run holds the trained teacher
+    yield r
+    r.close()
 
 
 def test_transfer_batches_are_the_labelled_batch_then_unlabelled_inputs(run):
