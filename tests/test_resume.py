@@ -32,12 +32,20 @@ def checkpoint_steps(workdir):
                   for p in glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")))
 
 
+def train_here(args):
+    """`experiments.train ARGS` run in this process (an uninterrupted reference run)."""
+    from conftest import run_command  # pylint: disable=import-outside-toplevel
+    done = run_command("train", args)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def kill_then_resume(args, tmp_path, num_steps, after_step=1):
-    """Trains `experiments.train ARGS` straight through, and again SIGKILLed once a checkpoint of
-    update >= `after_step` exists, then resumed; returns both runs' final weights."""
+    """Trains `experiments.train ARGS` straight through (in this process), and again as a process
+    SIGKILLed once a checkpoint of update >= `after_step` exists, then resumed by the same
+    command; returns both runs' final weights."""
     command = lambda workdir: [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *args]  # noqa: E731
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    subprocess.run(command(straight), cwd=ROOT, check=True, capture_output=True)
+    train_here([f"--workdir={straight}", *args])
     proc = subprocess.Popen(command(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while max(checkpoint_steps(killed) or [0]) < after_step and time.time() < deadline and proc.poll() is None:
