@@ -5,11 +5,21 @@ import tensorflow as tf
 from tfscale import io, workdir as workdir_lib
 from tfscale.scaling import results, sweep
 from conftest import with_overrides
-from test_sweep import tiny_sweep
+from sweep_fixtures import copy_sweep, measured_size_costs, quiet, tiny_sweep  # noqa: F401  (a fixture)
 
 
 def wsd_sweep(**keys):
-    return tiny_sweep(schedule="wsd", **keys)
+    """The tiny wsd sweep, its runs checkpointing and logging less often (`sweep_fixtures.QUIET`)."""
+    return quiet(tiny_sweep(schedule="wsd", **keys))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny wsd sweep of the two smallest sizes on both budgets, trained once for the tests
+    that read it (and copied by those that add to it): (config, workdir, run_sweep's answer)."""
+    config = wsd_sweep(sizes=tiny_sweep().sweep.sizes[:2])
+    workdir = str(tmp_path_factory.mktemp("wsd_sweep"))
+    return config, workdir, sweep.run_sweep(config, workdir)
 
 
 def test_plan_has_one_trunk_per_size_and_a_branch_per_budget_after_it():
@@ -54,9 +64,8 @@ def test_cosine_and_isoflop_budgets_are_refused_for_wsd():
         sweep.plan(tiny_sweep(schedule="linear"))
 
 
-def test_wsd_sweep_gives_every_budget_a_row_and_keeps_trunks_out_of_the_fit(tmp_path):
-    config = wsd_sweep(sizes=tiny_sweep().sweep.sizes[:2])
-    out = sweep.run_sweep(config, str(tmp_path))
+def test_wsd_sweep_gives_every_budget_a_row_and_keeps_trunks_out_of_the_fit(finished):
+    config, workdir, out = finished
     assert not out["failed"]
     rows = results.read(out["results"])
     trunk_rows = [r for r in rows if r.get("role") == "trunk"]
@@ -68,7 +77,7 @@ def test_wsd_sweep_gives_every_budget_a_row_and_keeps_trunks_out_of_the_fit(tmp_
     # continued the trunk's (same weights at the branch point), and it ended at its own length.
     for branch in (r for r in sweep.plan(config) if r.after):
         start = int(dict(branch.overrides)["train.init_from"].rsplit("@", 1)[1])
-        kept = tf.train.load_checkpoint(io.join(str(tmp_path), "runs", branch.after, "checkpoints", "keep",
+        kept = tf.train.load_checkpoint(io.join(workdir, "runs", branch.after, "checkpoints", "keep",
                                                 f"ckpt-{start}"))
         [iterations] = [n for n in kept.get_variable_to_shape_map()
                         if n.startswith("optimizer/") and n.split("/")[1] in ("iter", "_iterations")]
@@ -82,7 +91,8 @@ def test_wsd_sweep_gives_every_budget_a_row_and_keeps_trunks_out_of_the_fit(tmp_
 
 
 def test_a_pool_starts_a_branch_only_after_its_trunk(tmp_path):
-    config = wsd_sweep(sizes=tiny_sweep().sweep.sizes[:2], workers=2, threads_per_worker=1)
+    # One size: while its trunk trains, the second worker has only that trunk's branches to take.
+    config = wsd_sweep(sizes=tiny_sweep().sweep.sizes[:1], workers=2, threads_per_worker=1)
     out = sweep.run_sweep(config, str(tmp_path))
     assert not out["failed"], out  # a branch started early would fail: its trunk's checkpoint missing
     rows = results.read(out["results"])
@@ -94,21 +104,24 @@ def _names(config):
 
 
 def _losses(out):
-    return {r["name"]: r["loss"] for r in results.read(out["results"]) if r.get("role") != "trunk"}
+    """{name: loss} of the budgets' runs the sweep `out` planned (a shared folder may hold others)."""
+    return {r["name"]: r["loss"] for r in results.read(out["results"])
+            if r.get("role") != "trunk" and r["name"] in out["planned"]}
 
 
-def test_budgets_added_to_a_finished_sweep_equal_a_fresh_sweep_and_train_only_what_is_new(tmp_path):
+def test_budgets_added_to_a_finished_sweep_equal_a_fresh_sweep_and_train_only_what_is_new(finished, tmp_path):
     """Budgets between, beyond and below the trunk's kept checkpoints branch from its newest
     checkpoint before their cooldown (or from the start), so each row equals a sweep that had
     every budget from the beginning, and the finished trunk and branches are not trained again."""
-    one_size = tiny_sweep().sweep.sizes[:1]
-    first = sweep.run_sweep(wsd_sweep(sizes=one_size, num_tokens=(4096, 8192)), str(tmp_path / "grown"))
-    assert len(first["ran"]) == 3
+    config, workdir, first = finished  # sizes a and b on 4,096 and 8,192 tokens; size a grows
+    one_size = config.sweep.sizes[:1]
+    grown_dir = copy_sweep(workdir, tmp_path / "grown")
+    assert len(first["ran"]) == 6 and sum(n.startswith("a_") for n in first["ran"]) == 3
     # 2,048 tokens halve the smallest budget and with it the default warmup: the trunk's is kept.
     warmup = dict(next(r for r in sweep.plan(wsd_sweep(sizes=one_size, num_tokens=(4096, 8192)))
                        if r.role == "trunk").overrides)["schedule.warmup_steps"]
     grown = wsd_sweep(sizes=one_size, num_tokens=(2048, 4096, 6144, 8192, 16384), warmup_steps=warmup)
-    again = sweep.run_sweep(grown, str(tmp_path / "grown"))
+    again = sweep.run_sweep(grown, grown_dir)
     assert sorted(again["ran"]) == sorted(n for n in _names(grown) if n not in first["ran"])
     assert (again["skipped"], again["failed"]) == (3, [])
     # Where each new budget started: 2,048 tokens before every checkpoint the trunk kept (from the
@@ -116,36 +129,38 @@ def test_budgets_added_to_a_finished_sweep_equal_a_fresh_sweep_and_train_only_wh
     trunk = next(r for r in sweep.plan(grown) if r.role == "trunk").name
     starts = {}
     for planned in (r for r in sweep.plan(grown) if r.name in again["ran"]):
-        init_from = workdir_lib.read_config_json(str(tmp_path / "grown" / "runs" / planned.name))["train"]["init_from"]
+        init_from = workdir_lib.read_config_json(io.join(grown_dir, "runs", planned.name))["train"]["init_from"]
         cooldown = int(dict(planned.overrides)["train.init_from"].rsplit("@", 1)[1])
         starts[planned.group.split("_T")[1]] = init_from, cooldown
     assert starts["2.05e3"][0] == ""
     for budget in ("6.14e3", "1.64e4"):
         init_from, cooldown = starts[budget]
-        assert init_from.startswith(str(tmp_path / "grown" / "runs" / trunk) + "@")
+        assert init_from.startswith(io.join(grown_dir, "runs", trunk) + "@")
         assert int(init_from.rsplit("@", 1)[1]) < cooldown
     fresh = sweep.run_sweep(grown, str(tmp_path / "fresh"))
     assert len(fresh["ran"]) == 6 and _losses(again) == pytest.approx(_losses(fresh), rel=1e-6, abs=0)
+    assert len(_losses(fresh)) == 5
 
 
-def test_a_finished_run_trained_with_other_settings_is_refused_before_anything_trains(tmp_path):
+def test_a_finished_run_trained_with_other_settings_is_refused_before_anything_trains(finished, tmp_path):
     from tfscale import ConfigError  # pylint: disable=import-outside-toplevel
-    one_size = tiny_sweep().sweep.sizes[:1]
-    sweep.run_sweep(wsd_sweep(sizes=one_size, num_tokens=(4096,)), str(tmp_path))
-    label, shape = one_size[0].split(":", 1)
+    config, workdir, _ = finished
+    workdir = copy_sweep(workdir, tmp_path / "sweep")
+    sizes, budgets = config.sweep.sizes, config.sweep.num_tokens
+    label, shape = sizes[0].split(":", 1)
     wider = f"{label}:{shape.replace('d_model=8', 'd_model=12')}"
-    assert wider != one_size[0]
+    assert wider != sizes[0]
     with pytest.raises(ConfigError, match=r"finished in .* with model.d_model=8, but the plan now gives it 12: "
                                           "use a new workdir, or give a changed size a new label"):
-        sweep.run_sweep(wsd_sweep(sizes=(wider,), num_tokens=(4096,)), str(tmp_path))
+        sweep.run_sweep(wsd_sweep(sizes=(wider,), num_tokens=budgets), workdir)
     with pytest.raises(ConfigError, match=r"schedule.warmup_steps=2, but the plan now gives it 1: .*"
                                           r"--config.sweep.warmup_steps=2"):
-        sweep.run_sweep(wsd_sweep(sizes=one_size, num_tokens=(2048, 4096)), str(tmp_path))
+        sweep.run_sweep(wsd_sweep(sizes=sizes, num_tokens=(2048, *budgets)), workdir)
     with pytest.raises(ConfigError, match=r"finished in .* with optimizer.weight_decay=.*, but the plan now gives it 0.5"):
-        sweep.run_sweep(with_overrides(wsd_sweep(sizes=one_size, num_tokens=(4096,)).unlock(),
-                                       optimizer__weight_decay=0.5).lock(), str(tmp_path))
-    runs = io.gfile.listdir(io.join(str(tmp_path), "runs"))
-    assert sorted(r.rstrip("/") for r in runs) == sorted(_names(wsd_sweep(sizes=one_size, num_tokens=(4096,))))
+        sweep.run_sweep(with_overrides(wsd_sweep(sizes=sizes, num_tokens=budgets).unlock(),
+                                       optimizer__weight_decay=0.5).lock(), workdir)
+    runs = io.gfile.listdir(io.join(workdir, "runs"))
+    assert sorted(r.rstrip("/") for r in runs) == sorted(_names(config))
 
 
 def test_sweep_warmup_steps_sets_every_trunks_warmup_and_is_checked():
