@@ -10,18 +10,7 @@ import pytest
 from experiments.configs import scaling_lm
 from tfscale import ConfigError, training
 from tfscale.scaling import results, sweep
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_sweep(**sweep_keys):
-    """The tiny main-job sweep; cosine (one run per size and budget) unless a test asks for wsd."""
-    sweep_keys.setdefault("schedule", "cosine")
-    c = scaling_lm.get_config("tiny")
-    c.unlock()
-    for key, value in sweep_keys.items():
-        c.sweep[key] = value
-    return c.lock()
+from sweep_fixtures import ROOT, measured_size_costs, quiet, tiny_sweep  # noqa: F401  (a fixture)
 
 
 def test_plan_crosses_sizes_with_budgets_and_fits_each_schedule_to_its_run():
@@ -84,7 +73,7 @@ def test_bad_sweep_configs_are_config_errors(keys, fragment):
 
 
 def test_failing_run_is_recorded_and_the_sweep_goes_on_then_retried(tmp_path):
-    config = tiny_sweep(sizes=scaling_lm.get_config("tiny").sweep.sizes[:2])
+    config = quiet(tiny_sweep(sizes=scaling_lm.get_config("tiny").sweep.sizes[:2]))
     calls = []
 
     def train(run_config, workdir, callbacks):
@@ -112,9 +101,9 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on_then_retried(tmp_path):
 def test_sweep_cli_resumes_after_sigkill_and_skips_finished_runs(tmp_path):
     args = [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/scaling_lm.py:tiny",
             f"--workdir={tmp_path}", "--config.sweep.sizes=('a: num_layers=1,d_model=8,num_heads=2,d_ff=32',)",
-            "--config.sweep.num_tokens=(8192, 65536)", "--config.checkpoint.every_steps=8",
+            "--config.sweep.num_tokens=(8192, 16384)", "--config.checkpoint.every_steps=8",
             "--config.sweep.schedule=cosine"]
-    checkpoint = tmp_path / "runs" / "a_T6.55e4" / "checkpoints" / "checkpoint"
+    checkpoint = tmp_path / "runs" / "a_T1.64e4" / "checkpoints" / "checkpoint"
     with open(tmp_path / "log.txt", "w") as log:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 300
@@ -130,4 +119,4 @@ def test_sweep_cli_resumes_after_sigkill_and_skips_finished_runs(tmp_path):
     assert "1 runs ran (0 failed), 1 already finished" in done.stdout
     assert "resumed from" in done.stderr
     rows = results.read(str(tmp_path / "results.jsonl"))
-    assert [r["name"] for r in rows] == ["a_T8.19e3", "a_T6.55e4"] and rows[1]["steps"] == 512
+    assert [r["name"] for r in rows] == ["a_T8.19e3", "a_T1.64e4"] and rows[1]["steps"] == 128
