@@ -2,18 +2,15 @@
 import glob
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_config
+from conftest import run_command, tiny_config
 from tfscale import branch, optim
 from tfscale.config import ConfigError, validate
 from tfscale.training import Run
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lrs(steps, total=100, warmup=10, cooldown=20, shape="1-sqrt", end=0.1, name="wsd"):
@@ -137,11 +134,9 @@ def test_bad_init_from_is_one_line_error_and_writes_nothing(trunk, tmp_path):
 
 def test_bad_init_from_on_the_command_line(tmp_path):
     workdir = str(tmp_path / "branch")
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.train", f"--workdir={workdir}",
-         "--config=experiments/configs/digits_mlp.py:tiny", "--config.schedule.name=wsd",
-         "--config.schedule.cooldown_steps=10", f"--config.train.init_from={tmp_path}@5"],
-        cwd=ROOT, capture_output=True, text=True)
+    proc = run_command("train", [f"--workdir={workdir}", "--config=experiments/configs/digits_mlp.py:tiny",
+                                 "--config.schedule.name=wsd", "--config.schedule.cooldown_steps=10",
+                                 f"--config.train.init_from={tmp_path}@5"])
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "has no checkpoint at update 5" in lines[-1]
     assert "Traceback" not in proc.stderr and not os.path.exists(workdir)
