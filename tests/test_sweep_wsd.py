@@ -22,6 +22,22 @@ def finished(tmp_path_factory):
     return config, workdir, sweep.run_sweep(config, workdir)
 
 
+def grown_sweep(**keys):
+    """Size a of `finished` on budgets below, between and beyond its 4,096 and 8,192 tokens, the
+    trunk's warmup kept (2,048 tokens would halve the default one)."""
+    one_size = tiny_sweep().sweep.sizes[:1]
+    warmup = dict(next(r for r in sweep.plan(wsd_sweep(sizes=one_size, num_tokens=(4096, 8192)))
+                       if r.role == "trunk").overrides)["schedule.warmup_steps"]
+    return wsd_sweep(sizes=one_size, num_tokens=(2048, 4096, 6144, 8192, 16384), warmup_steps=warmup, **keys)
+
+
+@pytest.fixture(scope="module")
+def fresh_on_a_pool(tmp_path_factory):
+    """`grown_sweep` from nothing on a pool of 2 workers, trained once: (config, run_sweep's answer)."""
+    config = grown_sweep(workers=2, threads_per_worker=1)
+    return config, sweep.run_sweep(config, str(tmp_path_factory.mktemp("fresh_on_a_pool")))
+
+
 def test_plan_has_one_trunk_per_size_and_a_branch_per_budget_after_it():
     config = wsd_sweep()
     runs = sweep.plan(config)
@@ -90,10 +106,9 @@ def test_wsd_sweep_gives_every_budget_a_row_and_keeps_trunks_out_of_the_fit(fini
         assert losses == sorted(losses, reverse=True), losses
 
 
-def test_a_pool_starts_a_branch_only_after_its_trunk(tmp_path):
+def test_a_pool_starts_a_branch_only_after_its_trunk(fresh_on_a_pool):
     # One size: while its trunk trains, the second worker has only that trunk's branches to take.
-    config = wsd_sweep(sizes=tiny_sweep().sweep.sizes[:1], workers=2, threads_per_worker=1)
-    out = sweep.run_sweep(config, str(tmp_path))
+    config, out = fresh_on_a_pool
     assert not out["failed"], out  # a branch started early would fail: its trunk's checkpoint missing
     rows = results.read(out["results"])
     assert sorted(r["name"] for r in rows) == sorted(r.name for r in sweep.plan(config))
@@ -109,18 +124,15 @@ def _losses(out):
             if r.get("role") != "trunk" and r["name"] in out["planned"]}
 
 
-def test_budgets_added_to_a_finished_sweep_equal_a_fresh_sweep_and_train_only_what_is_new(finished, tmp_path):
+def test_budgets_added_to_a_finished_sweep_equal_a_fresh_sweep_and_train_only_what_is_new(
+        finished, fresh_on_a_pool, tmp_path):
     """Budgets between, beyond and below the trunk's kept checkpoints branch from its newest
     checkpoint before their cooldown (or from the start), so each row equals a sweep that had
     every budget from the beginning, and the finished trunk and branches are not trained again."""
-    config, workdir, first = finished  # sizes a and b on 4,096 and 8,192 tokens; size a grows
-    one_size = config.sweep.sizes[:1]
+    _, workdir, first = finished  # sizes a and b on 4,096 and 8,192 tokens; size a grows
     grown_dir = copy_sweep(workdir, tmp_path / "grown")
     assert len(first["ran"]) == 6 and sum(n.startswith("a_") for n in first["ran"]) == 3
-    # 2,048 tokens halve the smallest budget and with it the default warmup: the trunk's is kept.
-    warmup = dict(next(r for r in sweep.plan(wsd_sweep(sizes=one_size, num_tokens=(4096, 8192)))
-                       if r.role == "trunk").overrides)["schedule.warmup_steps"]
-    grown = wsd_sweep(sizes=one_size, num_tokens=(2048, 4096, 6144, 8192, 16384), warmup_steps=warmup)
+    grown = grown_sweep()
     again = sweep.run_sweep(grown, grown_dir)
     assert sorted(again["ran"]) == sorted(n for n in _names(grown) if n not in first["ran"])
     assert (again["skipped"], again["failed"]) == (3, [])
@@ -137,7 +149,9 @@ def test_budgets_added_to_a_finished_sweep_equal_a_fresh_sweep_and_train_only_wh
         init_from, cooldown = starts[budget]
         assert init_from.startswith(io.join(grown_dir, "runs", trunk) + "@")
         assert int(init_from.rsplit("@", 1)[1]) < cooldown
-    fresh = sweep.run_sweep(grown, str(tmp_path / "fresh"))
+    # the same planned runs as a sweep that had every budget from the start (trained on a pool)
+    fresh_config, fresh = fresh_on_a_pool
+    assert _names(fresh_config) == _names(grown)
     assert len(fresh["ran"]) == 6 and _losses(again) == pytest.approx(_losses(fresh), rel=1e-6, abs=0)
     assert len(_losses(fresh)) == 5
 
