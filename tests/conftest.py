@@ -181,3 +181,20 @@ def absl_messages():
 @pytest.fixture
 def make_config():
     return tiny_config
+
+
+# Modules whose tests train, sweep or start processes for more than a few seconds (measured with
+# `--durations=0`): `make quick` (`-m "not slow"`) leaves them out; `make test` runs everything.
+SLOW_MODULES = {
+    "test_array_record", "test_benchmark", "test_compress", "test_compress_errors", "test_distill_transfer",
+    "test_encoder", "test_equivalence", "test_export_checks", "test_lm", "test_multi_worker", "test_own_model",
+    "test_precision", "test_preemption", "test_prepare_corpus", "test_recipe", "test_resume", "test_run_faults",
+    "test_scaling_fit", "test_scaling_job", "test_sweep", "test_sweep_pool", "test_sweep_pool_kill",
+    "test_sweep_wsd", "test_tfrecord", "test_trainer_edges", "test_tune", "test_tune_postgres",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
