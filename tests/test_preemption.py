@@ -12,9 +12,6 @@ import pytest
 
 from test_resume import NUM_STEPS, ROOT, checkpoint_steps, final_weights, train_command, train_here
 
-# Two workers step through collectives between processes, far slower than one process: a shorter
-# run still stops mid-way.
-LAUNCHED_STEPS = 160
 PREEMPTED = re.compile(r"preempted \(SIGTERM\) at step (\d+): checkpoint saved at \S+ckpt-(\d+);")
 
 
@@ -32,19 +29,10 @@ def _terminate_mid_run(command, workdir, **popen_kwargs):
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """Uninterrupted one-device runs of the same command, in this process: their final weights
-    by `train.num_steps`."""
-    done = {}
-
-    def weights(num_steps=NUM_STEPS):
-        if num_steps not in done:
-            workdir = str(tmp_path_factory.mktemp("straight"))
-            train_here([*train_command(workdir)[3:], f"--config.train.num_steps={num_steps}"])
-            assert checkpoint_steps(workdir)[-1] == num_steps
-            done[num_steps] = final_weights(workdir)
-        return done[num_steps]
-
-    return weights
+    """An uninterrupted one-device run of the same command, in this process."""
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    train_here(train_command(workdir)[3:])
+    return final_weights(workdir)
 
 
 def max_diff(a, b):
@@ -64,7 +52,7 @@ def test_sigterm_saves_the_current_update_exits_143_and_the_restart_resumes_exac
     print(f"SIGTERM: stopped at step {step}; checkpoints {checkpoint_steps(stopped)}")
 
     subprocess.run(train_command(stopped), cwd=ROOT, check=True, capture_output=True)
-    diff = max_diff(straight(), final_weights(stopped))
+    diff = max_diff(straight, final_weights(stopped))
     print(f"SIGTERM + restart vs uninterrupted: max |dw| = {diff:.2e}")
     assert diff <= 1e-6
 
@@ -72,19 +60,17 @@ def test_sigterm_saves_the_current_update_exits_143_and_the_restart_resumes_exac
 def test_sigterm_to_the_launcher_stops_both_workers_at_one_update_and_they_resume(tmp_path, straight):
     workdir = str(tmp_path / "multi")
     command = [sys.executable, "-m", "tfscale.launch", "--num_workers=2", "--",
-               *train_command(workdir), "--config.distribute.strategy=multi_worker",
-               f"--config.train.num_steps={LAUNCHED_STEPS}"]
+               *train_command(workdir), "--config.distribute.strategy=multi_worker"]
     code, err = _terminate_mid_run(command, workdir)
     assert code == 143, err[-3000:]
     steps = {int(m.group(1)) for m in PREEMPTED.finditer(err)}
     assert len(re.findall(r"\[worker [01]\] preempted", err)) == 2, err[-3000:]
     assert len(steps) == 1, f"the workers stopped at different updates: {steps}"
     step = steps.pop()
-    assert step in checkpoint_steps(workdir) and step < LAUNCHED_STEPS
+    assert step in checkpoint_steps(workdir) and step < NUM_STEPS
     print(f"SIGTERM to the launcher: both workers stopped at step {step}")
 
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
-    assert checkpoint_steps(workdir)[-1] == LAUNCHED_STEPS
-    diff = max_diff(straight(LAUNCHED_STEPS), final_weights(workdir))
+    diff = max_diff(straight, final_weights(workdir))
     print(f"2 workers, SIGTERM + restart vs one device uninterrupted: max |dw| = {diff:.2e}")
     assert diff <= 1e-5
