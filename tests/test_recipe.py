@@ -1,18 +1,19 @@
 """The text-classification recipe end to end: its tiny variant run once (in this process) and
-read by every test here, a re-run through `python -m experiments.recipe` that skips every stage,
-another that redoes the damaged ones, and the student's size. The recipe's parts that need no
-run are in test_recipe_parts.py."""
+read by the tests of a finished run (the table, the student's size, a re-run through `python -m
+experiments.recipe` that skips every stage, another that redoes the damaged ones), and the
+leak-free pretraining text. The recipe's parts that need neither are in test_recipe_parts.py."""
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import run_command, with_overrides
 from tfscale import data, models, recipe
-from tfscale.recipe import table
+from tfscale.recipe import corpus, table
 
 from experiments.configs import text_classifier
 
@@ -112,3 +113,30 @@ def test_a_rerun_redoes_the_stages_whose_files_are_damaged_and_names_them(finish
     rows = json.load(open(os.path.join(workdir, "recipe.json")))["rows"]
     for key in ("baseline", "scratch"):  # the same work done again gives the same figures
         assert rows[key]["accuracy"]["values"] == pytest.approx(report["rows"][key]["accuracy"]["values"], abs=1e-6)
+
+
+@pytest.mark.parametrize("name, held_out", [
+    (text_classifier.PRETRAINING_DATA, ("validation",)),
+    (text_classifier.TUNING_PRETRAINING_DATA, ("validation", "tuning_validation"))])
+def test_the_pretraining_text_shares_no_span_with_the_tasks_held_out_windows(name, held_out):
+    def data_config(name, eval_split="validation"):
+        c = text_classifier.get_config("pretrain").data.copy_and_resolve_references()
+        c.unlock()
+        c.name, c.mask_rate, c.eval_split = name, 0.0, eval_split
+        return c
+
+    clean = data.load(data_config(name), 128)
+    full = data.load(data_config("pycode"), 128)
+    tasks = [data.load(data_config("pycode_package", split)) for split in held_out]
+    reference = np.sort(np.concatenate([corpus.span_hashes(t.eval_arrays()[0]).ravel() for t in tasks]))
+
+    def windows(source):
+        x, y = source.read("train", np.arange(source.info.num_train))
+        return np.concatenate([x, y[:, -1:]], axis=1)
+
+    assert corpus.rows_sharing_a_span(windows(full), reference).mean() > 0.02  # pycode alone leaks
+    assert not corpus.rows_sharing_a_span(windows(clean), reference).any()
+    assert 0.9 * full.info.num_train < clean.info.num_train < full.info.num_train
+    for task in tasks:  # pycode alone holds text of each held-out split: each exclusion matters
+        own = np.sort(corpus.span_hashes(task.eval_arrays()[0]).ravel())
+        assert corpus.rows_sharing_a_span(windows(full), own).any()

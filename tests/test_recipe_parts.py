@@ -1,5 +1,5 @@
-"""The text-classification recipe's parts that need no finished run: its refusals, the leak-free
-pretraining text, a stage's tune variant, the variants' names and the goals' arithmetic."""
+"""The text-classification recipe's parts that need no finished run: its refusals, rows sharing a
+span, a stage's tune variant, the variants' names and the goals' arithmetic."""
 import json
 import os
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import with_overrides
-from tfscale import ConfigError, data, recipe
+from tfscale import ConfigError, recipe
 from tfscale.recipe import corpus, table
 
 from experiments.configs import text_classifier
@@ -41,33 +41,6 @@ def test_rows_sharing_a_span_are_found_within_rows_only():
     # a span across two held-out windows is not one of theirs
     across = np.concatenate([held_out[0, 96:], held_out[1, :32]])[None]
     assert not corpus.rows_sharing_a_span(np.pad(across, ((0, 0), (0, 65))), reference).any()
-
-
-@pytest.mark.parametrize("name, held_out", [
-    (text_classifier.PRETRAINING_DATA, ("validation",)),
-    (text_classifier.TUNING_PRETRAINING_DATA, ("validation", "tuning_validation"))])
-def test_the_pretraining_text_shares_no_span_with_the_tasks_held_out_windows(name, held_out):
-    def data_config(name, eval_split="validation"):
-        c = text_classifier.get_config("pretrain").data.copy_and_resolve_references()
-        c.unlock()
-        c.name, c.mask_rate, c.eval_split = name, 0.0, eval_split
-        return c
-
-    clean = data.load(data_config(name), 128)
-    full = data.load(data_config("pycode"), 128)
-    tasks = [data.load(data_config("pycode_package", split)) for split in held_out]
-    reference = np.sort(np.concatenate([corpus.span_hashes(t.eval_arrays()[0]).ravel() for t in tasks]))
-
-    def windows(source):
-        x, y = source.read("train", np.arange(source.info.num_train))
-        return np.concatenate([x, y[:, -1:]], axis=1)
-
-    assert corpus.rows_sharing_a_span(windows(full), reference).mean() > 0.02  # pycode alone leaks
-    assert not corpus.rows_sharing_a_span(windows(clean), reference).any()
-    assert 0.9 * full.info.num_train < clean.info.num_train < full.info.num_train
-    for task in tasks:  # pycode alone holds text of each held-out split: each exclusion matters
-        own = np.sort(corpus.span_hashes(task.eval_arrays()[0]).ravel())
-        assert corpus.rows_sharing_a_span(windows(full), own).any()
 
 
 def test_a_stages_tune_variant_chooses_its_rate_on_the_tuning_carve_and_trains_the_best_on_train(tmp_path):
