@@ -9,16 +9,15 @@ import sys
 from conftest import absl_messages
 from experiments.configs import scaling_lm
 from tfscale.scaling import check_runs, main_job, results, sweep, sweep_results
-from sweep_fixtures import QUIET, ROOT, quiet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     workdir = tmp_path / "job"
-    # the plan check's three trainings on a pool of 2 (the tiny sweep runs in this process); the
-    # runs checkpoint and log less often than the tiny variant's every 4 updates (`QUIET`)
+    # the plan check's three trainings on a pool of 2 (the tiny sweep runs in this process)
     args = [sys.executable, "-m", "experiments.scaling", "--config=experiments/configs/scaling_lm.py:tiny",
-            f"--workdir={workdir}", "--config.scaling.check_workers=2",
-            *(f"--config.{key.replace('__', '.')}={value}" for key, value in QUIET.items())]
+            f"--workdir={workdir}", "--config.scaling.check_workers=2"]
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = json.loads((workdir / "scaling.json").read_text())
@@ -78,8 +77,7 @@ def test_main_job_trains_the_compute_optimal_size_and_exports_it(tmp_path):
     # out of the config) stays out of the fit
     stale = {**rows[0], "name": "stale_T1e9", "group": "stale_T1e9", "loss": 9.0, "num_tokens": 1e9}
     sweep_results.write_row(str(workdir / "sweep"), stale)
-    command_config = quiet(scaling_lm.get_config("tiny"), scaling__check_workers=2)
-    logged = _logged(main_job.run_main_job, command_config, str(workdir))
+    logged = _logged(main_job.run_main_job, scaling_lm.get_config("tiny"), str(workdir))
     n = len(check["models"])
     assert f"plan check: {n} runs in this shard, {n} finished before, 0 to run" in logged
     assert "already trained" in logged
