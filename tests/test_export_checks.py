@@ -2,9 +2,8 @@
 left at its path, the serving signature takes the full input shape only, a killed export's
 leftovers go at the next one, and `experiments.evaluate` handles damaged exports and LMs.
 
-The commands run in this process (`run_command`) with the faulty conversion or export patched in;
-two run as processes: the export killed with SIGKILL (what a dead process leaves is the point)
-and the LM's `python -m experiments.compress`, the one real command line of this file."""
+The commands run in this process (`run_command`) with the faulty conversion or export patched in,
+but for the export killed with SIGKILL: what a dead process leaves is the point."""
 import concurrent.futures
 import contextlib
 import glob
@@ -116,23 +115,21 @@ def _command(module, workdir, args=(), patch=None):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A trained digits MLP, then every command of the tests below: the two processes start
-    first and run while the others run here."""
+    """A trained digits MLP, then every command of the tests below: the killed export runs as a
+    process while the others run here."""
     from conftest import tiny_config  # pylint: disable=import-outside-toplevel
     import tfscale  # pylint: disable=import-outside-toplevel
     tmp = str(tmp_path_factory.mktemp("export_checks"))
     base, lm, fresh = (os.path.join(tmp, name) for name in ("mlp", "lm", "fresh"))
     results = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        processes = {"lm": (pool.submit(_script, "experiments.compress", [*LM, f"--workdir={lm}"]), lm, {})}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         before = _snapshot(fresh)
         results["saved_model_scaled"] = (_command("train", fresh, [MLP], "saved_model_scaled"), fresh, before)
         tfscale.train(tiny_config(), base)  # the config `MLP` gives the commands
         killed = _copy(base, os.path.join(tmp, "killed"))
         os.remove(os.path.join(killed, "summary.json"))  # written last: a run killed mid-export has none
-        processes["killed_mid_export"] = (
-            pool.submit(_script, "experiments.train", [MLP, f"--workdir={killed}"], KILLED_MID_EXPORT), killed,
-            _snapshot(killed))
+        killed_before = _snapshot(killed)
+        killed_proc = pool.submit(_script, "experiments.train", [MLP, f"--workdir={killed}"], KILLED_MID_EXPORT)
         no_pb = _copy(base, os.path.join(tmp, "no_pb"))
         os.remove(os.path.join(no_pb, "export", "saved_model", "saved_model.pb"))
         no_export = _copy(base, os.path.join(tmp, "no_export"))
@@ -144,12 +141,12 @@ def runs(tmp_path_factory):
                                _copy(base, os.path.join(tmp, "float16"))),
             "no_pb": ("evaluate", [], None, no_pb),
             "no_export": ("evaluate", [], None, no_export),
+            "lm": ("compress", LM, None, lm),
         }
         for name, (module, args, patch, workdir) in commands.items():
             before = _snapshot(workdir)
             results[name] = (_command(module, workdir, args, patch), workdir, before)
-        results.update({name: (future.result(), workdir, before)
-                        for name, (future, workdir, before) in processes.items()})
+        results["killed_mid_export"] = (killed_proc.result(), killed, killed_before)
     results["base"] = (None, base, None)
     return results
 
